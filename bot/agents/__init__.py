@@ -1,0 +1,1 @@
+"""Agents: personas with their own model chains, and the turn that runs them."""

@@ -1,0 +1,1 @@
+"""Chat platforms: the Channel seam and its Telegram implementation."""

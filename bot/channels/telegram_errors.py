@@ -1,0 +1,32 @@
+"""Translate python-telegram-bot exceptions into ``bot.errors`` — the one place."""
+
+from __future__ import annotations
+
+from telegram import error as tg
+
+from bot.errors import (
+    ChannelAuthError,
+    ChannelError,
+    ChannelRateLimited,
+    MessageRejected,
+)
+
+
+def translate(exc: tg.TelegramError) -> ChannelError:
+    # Most specific first: RetryAfter and InvalidToken are subclasses of TelegramError only,
+    # BadRequest is a NetworkError in PTB's tree.
+    if isinstance(exc, tg.RetryAfter):
+        seconds = exc.retry_after
+        delay = seconds if isinstance(seconds, int | float) else seconds.total_seconds()
+        return ChannelRateLimited(f"Telegram rate limit: retry after {delay:g}s", delay)
+    if isinstance(exc, tg.InvalidToken):
+        return ChannelAuthError("Telegram rejected the bot token")
+    if isinstance(exc, tg.Forbidden):
+        return MessageRejected(f"Telegram refused: {exc.message}")
+    if isinstance(exc, tg.BadRequest):
+        return MessageRejected(f"Telegram rejected the message: {exc.message}")
+    if isinstance(exc, tg.Conflict):
+        return ChannelError(f"Telegram conflict: {exc.message}")
+    if isinstance(exc, tg.TimedOut):
+        return ChannelError("Telegram request timed out")
+    return ChannelError(f"Telegram error: {type(exc).__name__}: {exc.message}")

@@ -1,0 +1,84 @@
+"""The ``persona-bridge`` command line (SPEC §3)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from bot import __version__
+from bot.config.loader import LoadedConfig, load_config, resolve_path
+from bot.config.report import render
+from bot.errors import ConfigError, PersonaBridgeError
+from bot.ops import logs
+
+EX_CONFIG = 78
+EX_SOFTWARE = 70
+
+log = logging.getLogger("bot")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        loaded = load_config(resolve_path(args.config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    if args.command == "check-config":
+        print(render(loaded.config))
+        print(f"\n{loaded.path}: OK")
+        return 0
+    return _run(loaded, args.log_level)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="persona-bridge", description="Several Telegram bots, each a persona on its own LLM."
+    )
+    parser.add_argument("--version", action="version", version=f"persona-bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "run the bridge until SIGTERM/SIGINT"),
+        ("check-config", "validate the config and print channel → agent → model chain"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "--config", help="config file (default: $PERSONA_BRIDGE_CONFIG, then ./config.json)"
+        )
+        command.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    return parser
+
+
+def _run(loaded: LoadedConfig, level: str) -> int:
+    from bot.app import App
+
+    app = App(loaded)
+    logs.configure(level, app.secrets())
+    try:
+        asyncio.run(_serve(app))
+    except PersonaBridgeError as exc:
+        log.error("%s", exc)
+        return EX_SOFTWARE
+    return 0
+
+
+async def _serve(app: object) -> None:
+    from bot.app import App
+
+    assert isinstance(app, App)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    log.info("persona-bridge running with %d bot(s)", len(app.channels))
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await app.stop()

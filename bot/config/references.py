@@ -1,0 +1,198 @@
+"""Checks that span sections: every reference resolves, nothing is defined twice.
+
+Run after shape validation; each finding is a ``ConfigProblem`` so all are reported at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from bot.config.schema import BridgeConfig, ChainSpec, TelegramBot
+from bot.errors import ConfigProblem
+
+
+def check_references(config: BridgeConfig, base_dir: Path) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    models = [m.model_name for m in config.model_list]
+    problems += _duplicates("model_list", "model_name", models)
+    problems += _check_roles(config, set(models))
+    problems += _check_agents(config, set(models), base_dir)
+    problems += _check_channels(config)
+    return problems
+
+
+def _duplicates(section: str, key: str, values: Iterable[str]) -> list[ConfigProblem]:
+    seen: dict[str, int] = {}
+    problems = []
+    for index, value in enumerate(values):
+        if value in seen:
+            problems.append(
+                ConfigProblem(
+                    f"{section}[{index}].{key}",
+                    f"duplicate {key} {value!r} (also at {section}[{seen[value]}])",
+                    f"give each entry its own {key}",
+                )
+            )
+        else:
+            seen[value] = index
+    return problems
+
+
+def _check_chain(path: str, chain: ChainSpec, models: set[str]) -> list[ConfigProblem]:
+    problems = []
+    for index, name in enumerate(chain.names):
+        if name not in models:
+            where = f"{path}.primary" if index == 0 else f"{path}.fallbacks[{index - 1}]"
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"model {name!r} is not in model_list",
+                    f"use one of: {', '.join(sorted(models))}",
+                )
+            )
+    if len(set(chain.names)) != len(chain.names):
+        problems.append(
+            ConfigProblem(path, "a model appears twice in the chain", "list each model once")
+        )
+    return problems
+
+
+def _check_roles(config: BridgeConfig, models: set[str]) -> list[ConfigProblem]:
+    problems = []
+    if "compaction" not in config.roles:
+        problems.append(
+            ConfigProblem(
+                "roles.compaction",
+                "required role is missing",
+                'add "compaction": {"primary": "<a cheap model_name>"}; to summarise with '
+                "an agent's own model, name that model here",
+            )
+        )
+    for role, chain in config.roles.items():
+        problems += _check_chain(f"roles.{role}", chain, models)
+    return problems
+
+
+def _check_agents(config: BridgeConfig, models: set[str], base_dir: Path) -> list[ConfigProblem]:
+    agent_ids = [a.id for a in config.agents.list]
+    problems = _duplicates("agents.list", "id", agent_ids)
+    if config.agents.defaults.model is not None:
+        problems += _check_chain("agents.defaults.model", config.agents.defaults.model, models)
+    for index, agent in enumerate(config.agents.list):
+        path = f"agents.list[{index}]"
+        if agent.model is not None:
+            problems += _check_chain(f"{path}.model", agent.model, models)
+        elif config.agents.defaults.model is None:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.model",
+                    f"agent {agent.id!r} has no model chain",
+                    "set its model or agents.defaults.model",
+                )
+            )
+        if agent.persona is not None and agent.persona_file is not None:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.persona_file",
+                    "both persona and persona_file are set",
+                    "keep one of them",
+                )
+            )
+        if agent.persona_file is not None and not (base_dir / agent.persona_file).is_file():
+            problems.append(
+                ConfigProblem(
+                    f"{path}.persona_file",
+                    f"file {agent.persona_file!r} not found (relative to {base_dir})",
+                    "create it or fix the path",
+                )
+            )
+        for i, target in enumerate(agent.allow_agents or ()):
+            if target != "*" and target not in agent_ids:
+                problems.append(
+                    ConfigProblem(
+                        f"{path}.allow_agents[{i}]",
+                        f"unknown agent {target!r}",
+                        f'use one of: {", ".join(agent_ids)}, or "*"',
+                    )
+                )
+    return problems
+
+
+def _check_channels(config: BridgeConfig) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    bots = config.channels.bots()
+    if not bots:
+        problems.append(
+            ConfigProblem(
+                "channels.telegram_bots",
+                "no bot is configured",
+                'add {"id": "...", "token": "${TG_TOKEN}", "allow_from": [...]}',
+            )
+        )
+    problems += _duplicates(
+        "channels.telegram_bots", "id", [b.id for b in config.channels.telegram_bots]
+    )
+    problems += _duplicate_tokens(config)
+    agent_ids = {a.id for a in config.agents.list}
+    channels = {b.channel for b in bots}
+    bound: set[str] = set()
+    for index, binding in enumerate(config.bindings):
+        path = f"bindings[{index}]"
+        if binding.agent_id not in agent_ids:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.agent_id",
+                    f"unknown agent {binding.agent_id!r}",
+                    f"use one of: {', '.join(sorted(agent_ids))}",
+                )
+            )
+        if binding.match.channel not in channels:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.match.channel",
+                    f"unknown channel {binding.match.channel!r}",
+                    f"use one of: {', '.join(sorted(channels)) or '(no bots configured)'}",
+                )
+            )
+        bound.add(binding.match.channel)
+    for bot_path, bot in _bot_paths(config):
+        if bot.channel not in bound:
+            problems.append(
+                ConfigProblem(
+                    bot_path,
+                    f"channel {bot.channel!r} has no binding",
+                    f'add {{"agent_id": "...", "match": {{"channel": "{bot.channel}"}}}} '
+                    "to bindings, or remove the bot",
+                )
+            )
+    return problems
+
+
+def _bot_paths(config: BridgeConfig) -> list[tuple[str, TelegramBot]]:
+    paths: list[tuple[str, TelegramBot]] = []
+    bots = config.channels.bots()
+    offset = 0
+    if config.channels.telegram is not None:
+        paths.append(("channels.telegram", bots[0]))
+        offset = 1
+    paths += [(f"channels.telegram_bots[{i}]", b) for i, b in enumerate(bots[offset:])]
+    return paths
+
+
+def _duplicate_tokens(config: BridgeConfig) -> list[ConfigProblem]:
+    seen: dict[str, str] = {}
+    problems = []
+    for path, bot in _bot_paths(config):
+        token = bot.token.get_secret_value()
+        if token in seen:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.token",
+                    f"same token as {seen[token]}",
+                    "each bot needs its own token from @BotFather",
+                )
+            )
+        else:
+            seen[token] = path
+    return problems

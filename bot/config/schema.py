@@ -1,0 +1,240 @@
+"""The configuration schema (SPEC §4): immutable pydantic models, unknown keys rejected.
+
+Shape checks live here; checks that span sections (references, duplicates) live in
+``references.py`` so every problem can be reported at once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+HTTP_PROTOCOLS = ("openai", "anthropic", "openrouter", "ollama")
+CLI_PROTOCOLS = ("claude-cli", "codex-cli", "gemini-cli")
+PROTOCOLS = HTTP_PROTOCOLS + CLI_PROTOCOLS
+
+DEFAULT_API_BASES = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "ollama": "http://127.0.0.1:11434/v1",
+}
+DEFAULT_TELEGRAM_API_BASE = "https://api.telegram.org"
+LEGACY_BOT_ID = "default"
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+def _as_str(value: Any) -> Any:
+    # Telegram ids are numbers, but people write them either way; compare them as text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+IdText = Annotated[str, BeforeValidator(_as_str)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelEntry(Section):
+    """One model_list entry: how to reach one model. The dispatcher keys providers on it."""
+
+    model_name: Identifier
+    model: str
+    api_key: SecretStr | None = None
+    api_base: str | None = None
+    strict_compat: bool = False
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("model")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        protocol, sep, model_id = value.partition("/")
+        if not sep or not model_id:
+            raise ValueError("must be 'protocol/model-id'; write e.g. 'openai/gpt-4.1'")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("not an HTTP URL; start it with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @property
+    def protocol(self) -> str:
+        return self.model.partition("/")[0]
+
+    @property
+    def model_id(self) -> str:
+        return self.model.partition("/")[2]
+
+    @property
+    def base_url(self) -> str | None:
+        """The API base actually used: the configured one or the protocol's default."""
+        return self.api_base or DEFAULT_API_BASES.get(self.protocol)
+
+
+class ChainSpec(Section):
+    """An ordered model chain: the primary, then fallbacks, tried for the current turn only."""
+
+    primary: str
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.primary, *self.fallbacks)
+
+
+def _chain_from_str(value: Any) -> Any:
+    return {"primary": value} if isinstance(value, str) else value
+
+
+Chain = Annotated[ChainSpec, BeforeValidator(_chain_from_str)]
+
+
+class AgentDefaults(Section):
+    model: Chain | None = None
+    max_tool_iterations: int = Field(default=8, ge=1, le=100)
+
+
+class AgentSpec(Section):
+    id: Identifier
+    name: str | None = None
+    persona: str | None = None
+    persona_file: str | None = None
+    model: Chain | None = None
+    allow_agents: tuple[str, ...] | None = None
+    max_tool_iterations: int | None = Field(default=None, ge=1, le=100)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class Agents(Section):
+    defaults: AgentDefaults = AgentDefaults()
+    list: tuple[AgentSpec, ...] = Field(min_length=1)
+
+
+class BindingMatch(Section):
+    channel: str
+    chat_id: IdText | None = None
+
+
+class Binding(Section):
+    agent_id: str
+    match: BindingMatch
+
+
+class TelegramBotBase(Section):
+    token: SecretStr
+    allow_from: tuple[IdText, ...] = ()
+    group_policy: Literal["mention", "all", "off"] = "mention"
+    allow_bots: bool = False
+    api_base: str = DEFAULT_TELEGRAM_API_BASE
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr) -> SecretStr:
+        # Never echo the value: only say what shape is expected.
+        digits, sep, rest = value.get_secret_value().partition(":")
+        if not (sep and digits.isdigit() and rest):
+            raise ValueError(
+                "does not look like a bot token; "
+                "paste the '<digits>:<secret>' token from @BotFather"
+            )
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("not an HTTP URL; start it with http:// or https://")
+        return value.rstrip("/")
+
+
+class TelegramBot(TelegramBotBase):
+    id: Identifier
+
+    @property
+    def channel(self) -> str:
+        return f"telegram-{self.id}"
+
+
+class Channels(Section):
+    telegram_bots: tuple[TelegramBot, ...] = ()
+    telegram: TelegramBotBase | None = None
+
+    def bots(self) -> tuple[TelegramBot, ...]:
+        """Every bot, the legacy single bot included (id ``default``, channel ``telegram``)."""
+        if self.telegram is None:
+            return self.telegram_bots
+        legacy = LegacyTelegramBot(id=LEGACY_BOT_ID, **self.telegram.model_dump())
+        return (legacy, *self.telegram_bots)
+
+
+class LegacyTelegramBot(TelegramBot):
+    @property
+    def channel(self) -> str:
+        return "telegram"
+
+
+class SessionSettings(Section):
+    database: str = "sessions.db"
+    context_window_tokens: int = Field(default=32000, ge=256)
+    compact_at_tokens: int = Field(default=12000, ge=64)
+    keep_recent_messages: int = Field(default=10, ge=0)
+
+
+class GatewaySettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=18790, ge=0, le=65535)
+
+
+class BridgeConfig(BaseSettings):
+    """The whole configuration. Environment variables beat the file (SPEC §4)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PERSONA_BRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    model_list: tuple[ModelEntry, ...] = Field(min_length=1)
+    roles: dict[str, Chain]
+    agents: Agents
+    bindings: tuple[Binding, ...] = Field(min_length=1)
+    channels: Channels
+    session: SessionSettings = SessionSettings()
+    gateway: GatewaySettings = GatewaySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    def model_entry(self, name: str) -> ModelEntry:
+        return next(m for m in self.model_list if m.model_name == name)
+
+    def agent(self, agent_id: str) -> AgentSpec:
+        return next(a for a in self.agents.list if a.id == agent_id)
+
+    def chain_for(self, agent: AgentSpec) -> ChainSpec:
+        chain = agent.model or self.agents.defaults.model
+        if chain is None:  # the loader rejects this; keep mypy honest
+            raise LookupError(f"agent {agent.id} has no model chain")
+        return chain

@@ -1,0 +1,1 @@
+"""Model access: the Provider seam, one module per protocol, the dispatcher."""

@@ -1,0 +1,30 @@
+"""The Provider seam: one coroutine, ``chat()``, plus ``aclose()`` and ``async with``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+from bot.types import ChatRequest, ChatResponse
+
+
+class Provider(ABC):
+    """Talks to one model_list entry. Raises only ``bot.errors.ProviderError`` subclasses."""
+
+    @abstractmethod
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """Send one request and return the whole answer."""
+
+    async def aclose(self) -> None:  # noqa: B027 - most providers hold nothing to release
+        """Release connections; the dispatcher calls it once on shutdown or reload."""
+
+    async def __aenter__(self) -> Provider:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,145 @@
+"""OpenAI-compatible ``/chat/completions`` over httpx (protocols openai, openrouter, ollama)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from bot.config.schema import ModelEntry
+from bot.errors import InvalidResponse
+from bot.providers import http_errors
+from bot.providers.base import Provider
+from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall, Usage
+
+# Fields some servers add and expect back, but strict OpenAI-compatible servers reject.
+NON_STANDARD_FIELDS = ("reasoning_content", "extra_content", "thought_signature")
+
+
+class OpenAIProvider(Provider):
+    def __init__(self, entry: ModelEntry, client: httpx.AsyncClient) -> None:
+        self._entry = entry
+        self._client = client  # shared with every HTTP provider; the dispatcher closes it
+        self._url = f"{entry.base_url}/chat/completions"
+        self._timeout = httpx.Timeout(entry.timeout_s, connect=min(10.0, entry.timeout_s))
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        name = self._entry.model_name
+        try:
+            response = await self._client.post(
+                self._url, json=self.body(request), headers=self._headers(), timeout=self._timeout
+            )
+        except httpx.HTTPError as exc:
+            raise http_errors.from_transport_error(exc, name) from exc
+        if response.status_code != 200:
+            raise http_errors.from_response(response, name)
+        return self._parse(http_errors.parse_json(response, name))
+
+    def body(self, request: ChatRequest) -> JSONObject:
+        """The wire body; public so tests and ``models check`` can inspect it."""
+        messages: list[JSONObject] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages += [self._wire_message(m) for m in request.messages]
+        body: JSONObject = {"model": self._entry.model_id, "messages": messages}
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in request.tools
+            ]
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        return body
+
+    def _wire_message(self, message: ChatMessage) -> JSONObject:
+        strict = self._entry.strict_compat
+        wire: JSONObject = {"role": message.role}
+        if message.tool_calls:
+            if message.content or not strict:
+                wire["content"] = message.content or ""
+            wire["tool_calls"] = [self._wire_tool_call(c) for c in message.tool_calls]
+        else:
+            wire["content"] = message.content or ""
+        if message.tool_call_id is not None:
+            wire["tool_call_id"] = message.tool_call_id
+        if not strict:
+            wire.update(message.extras)
+        return wire
+
+    def _wire_tool_call(self, call: ToolCall) -> JSONObject:
+        wire: JSONObject = {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+        }
+        if not self._entry.strict_compat:
+            wire.update(call.extras)
+        return wire
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"accept": "application/json"}
+        if self._entry.api_key is not None:
+            headers["authorization"] = f"Bearer {self._entry.api_key.get_secret_value()}"
+        return headers
+
+    def _parse(self, data: dict[str, Any]) -> ChatResponse:
+        name = self._entry.model_name
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise InvalidResponse("answer has no choices", model_name=name)
+        message = choices[0].get("message")
+        if not isinstance(message, dict):
+            raise InvalidResponse("answer has no message", model_name=name)
+        content = message.get("content")
+        text = content if isinstance(content, str) else ""
+        calls = tuple(_tool_call(c) for c in message.get("tool_calls") or () if isinstance(c, dict))
+        if not text.strip() and not calls:
+            raise InvalidResponse("answer is empty", model_name=name)
+        usage = _object(data.get("usage"))
+        return ChatResponse(
+            text=text,
+            tool_calls=calls,
+            usage=Usage(
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            ),
+            model_name=name,
+            extras={k: message[k] for k in NON_STANDARD_FIELDS if k in message},
+        )
+
+
+def _tool_call(wire: dict[str, Any]) -> ToolCall:
+    function = _object(wire.get("function"))
+    raw = function.get("arguments", "{}")
+    arguments: JSONObject = {}
+    error = None
+    if isinstance(raw, dict):
+        arguments = raw
+    else:
+        try:
+            parsed = json.loads(raw or "{}")
+        except (TypeError, json.JSONDecodeError):
+            parsed = None
+        if isinstance(parsed, dict):
+            arguments = parsed
+        else:
+            error = "arguments are not a JSON object"
+    return ToolCall(
+        id=str(wire.get("id") or f"call_{function.get('name', 'tool')}"),
+        name=str(function.get("name") or ""),
+        arguments=arguments,
+        arguments_error=error,
+        extras={k: wire[k] for k in NON_STANDARD_FIELDS if k in wire},
+    )
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
