@@ -1,0 +1,37 @@
+"""Test doubles that ship with the package, as httpx ships ``MockTransport``.
+
+``FakeTelegram`` is a fake Bot API server and ``FakeLLM`` a scripted model server, both
+real HTTP servers on 127.0.0.1. Tests, benchmarks and the offline demo share them.
+They need the ``testing`` extra (aiohttp): ``pip install 'persona-bridge[testing]'``.
+"""
+
+from bot.testing.bridge import BridgeProcess, bridge_config
+from bot.testing.fake_llm import (
+    Echo,
+    EmptyChoices,
+    Fault,
+    FakeLLM,
+    Hang,
+    Malformed,
+    RecordedRequest,
+    Reply,
+    ToolCall,
+)
+from bot.testing.fake_telegram import FakeBot, FakeTelegram, SentMessage
+
+__all__ = [
+    "BridgeProcess",
+    "Echo",
+    "EmptyChoices",
+    "FakeBot",
+    "FakeLLM",
+    "FakeTelegram",
+    "Fault",
+    "Hang",
+    "Malformed",
+    "RecordedRequest",
+    "Reply",
+    "SentMessage",
+    "ToolCall",
+    "bridge_config",
+]

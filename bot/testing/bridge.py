@@ -1,0 +1,137 @@
+"""Run the real ``persona-bridge`` as a child process against the fakes.
+
+Used by end-to-end tests, benchmarks and the demo: the bridge under test is the same
+program users run, talking real HTTP to ``FakeTelegram`` and ``FakeLLM``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BotPlan:
+    """One bot of a generated config: its token, the agent bound to it and its persona."""
+
+    bot_id: str
+    token: str
+    agent_id: str
+    persona: str
+    model: str  # the model id the fake LLM will see
+
+
+def bridge_config(
+    *,
+    telegram_base: str,
+    llm_base: str,
+    bots: Sequence[BotPlan],
+    database: str = "sessions.db",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A complete, valid config: one agent and one model entry per bot, all on the fakes."""
+    models = [
+        {"model_name": f"m-{b.agent_id}", "model": f"openai/{b.model}", "api_base": llm_base}
+        for b in bots
+    ]
+    models.append(
+        {"model_name": "cheap", "model": "openai/cheap-summary", "api_base": llm_base}
+    )
+    config: dict[str, Any] = {
+        "model_list": models,
+        "roles": {"compaction": {"primary": "cheap"}},
+        "agents": {
+            "list": [
+                {"id": b.agent_id, "name": b.agent_id.title(), "persona": b.persona,
+                 "model": f"m-{b.agent_id}"}
+                for b in bots
+            ]
+        },
+        "bindings": [
+            {"agent_id": b.agent_id, "match": {"channel": f"telegram-{b.bot_id}"}} for b in bots
+        ],
+        "channels": {
+            "telegram_bots": [
+                {"id": b.bot_id, "token": b.token, "allow_from": ["*"], "api_base": telegram_base}
+                for b in bots
+            ]
+        },
+        "session": {"database": database},
+        "gateway": {"port": 0},
+    }
+    for key, value in (extra or {}).items():
+        config[key] = value
+    return config
+
+
+class BridgeProcess:
+    """``python -m bot run --config PATH`` as a child; stderr goes to ``log_path``."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        self.config_path = config_path
+        self.log_path = config_path.with_suffix(".log")
+        self._env = {**os.environ, **(env or {})}
+        self._args = list(args)
+        self.process: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    def write(cls, directory: Path, config: Mapping[str, Any], **kwargs: Any) -> BridgeProcess:
+        path = directory / "config.json"
+        path.write_text(json.dumps(config, indent=2))
+        return cls(path, **kwargs)
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "run", "--config", str(self.config_path),
+                *self._args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self._env,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``sig`` and wait for the exit code; SIGKILL if it does not exit in time."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return process.returncode if process and process.returncode is not None else 0
+        process.send_signal(sig)
+        try:
+            return await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            process.kill()
+            return await process.wait()
+
+    async def kill(self) -> None:
+        """``kill -9``: the crash case the durable inbox exists for."""
+        await self.stop(signal.SIGKILL)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def __aenter__(self) -> BridgeProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
