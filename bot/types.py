@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["user", "assistant", "tool"]
 JSONObject = dict[str, Any]
+# Receives text as it is generated; once called, the text has reached the user.
+TextSink = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class ChatRequest:
     messages: tuple[ChatMessage, ...]
     tools: tuple[ToolSpec, ...] = ()
     max_tokens: int | None = None
+    # Providers that can stream send text deltas here; others ignore it.
+    stream_to: TextSink | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ def test_bad_config_exits_78_naming_the_field(
     assert out == ""
     for line in err.splitlines():
         # Every problem is one line: "dotted.path: what is wrong — how to fix it".
-        assert ": " in line and " — " in line, line
+        assert ": " in line, line
+        assert " — " in line, line
     for secret in TEST_ENV.values():
         assert secret not in err
 
@@ -62,8 +63,19 @@ def test_bad_config_exits_78_naming_the_field(
 def test_real_process_prints_no_traceback_and_exits_78() -> None:
     env = {**os.environ, **TEST_ENV}
     result = subprocess.run(
-        [sys.executable, "-m", "bot", "check-config", "--config", str(BAD / "duplicate_token.json")],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "check-config",
+            "--config",
+            str(BAD / "duplicate_token.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == EX_CONFIG
     assert "Traceback" not in result.stderr
@@ -181,4 +193,5 @@ def test_example_config_passes_check_config(
         monkeypatch.setenv(name, f"555555{index}:example-value-EEEEEEEEEEEEEEEEEEEE")
     assert main(["check-config", "--config", str(ROOT / "config.example.json")]) == 0
     out = capsys.readouterr().out
-    assert "telegram-alice" in out and "telegram-bob" in out
+    assert "telegram-alice" in out
+    assert "telegram-bob" in out

@@ -7,10 +7,20 @@ from pathlib import Path
 from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, bridge_config
 from bot.testing.bridge import BotPlan
 
-ALICE = BotPlan("alice", "1000001:alice-token-AAAAAAAAAAAAAAAAAAAAAAAA", "alice",
-                "You are Alice, a travel planner.", "alice-model-x")
-BOB = BotPlan("bob", "1000002:bob-token-BBBBBBBBBBBBBBBBBBBBBBBBBB", "bob",
-              "You are Bob, a patient cook.", "bob-model-y")
+ALICE = BotPlan(
+    "alice",
+    "1000001:alice-token-AAAAAAAAAAAAAAAAAAAAAAAA",
+    "alice",
+    "You are Alice, a travel planner.",
+    "alice-model-x",
+)
+BOB = BotPlan(
+    "bob",
+    "1000002:bob-token-BBBBBBBBBBBBBBBBBBBBBBBBBB",
+    "bob",
+    "You are Bob, a patient cook.",
+    "bob-model-y",
+)
 
 
 async def test_two_bots_each_answered_by_their_own_persona_and_model(
@@ -57,8 +67,7 @@ async def test_legacy_single_bot_routes_binding_on_channel_telegram(
         telegram_base=fake_telegram.base_url, llm_base=fake_llm.openai_base, bots=[ALICE]
     )
     config["channels"] = {
-        "telegram": {"token": ALICE.token, "allow_from": ["*"],
-                     "api_base": fake_telegram.base_url}
+        "telegram": {"token": ALICE.token, "allow_from": ["*"], "api_base": fake_telegram.base_url}
     }
     config["bindings"] = [{"agent_id": "alice", "match": {"channel": "telegram"}}]
     async with BridgeProcess.write(tmp_path, config) as bridge:

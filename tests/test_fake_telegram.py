@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ import telegram
 from telegram.error import BadRequest, Conflict, EndPointNotFound, InvalidToken, NetworkError
 
 from bot.testing.fake_telegram import FakeTelegram
+from bot.testing.telegram_html import HtmlParseError, parse_html
 
 TOKEN = "123456:TEST-token"
 CHAT = 4242
@@ -340,3 +342,57 @@ async def test_calls_are_recorded_in_order_with_decoded_params(
     params = fake.calls_to("getUpdates")[0].params
     assert (params["offset"], params["allowed_updates"]) == (5, ["message"])
     assert fake.calls[0].at <= fake.calls[-1].at
+
+
+async def test_server_logs_never_contain_tokens(
+    fake: FakeTelegram, bot: telegram.Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.inject_message(TOKEN, CHAT, "hi")
+    await bot.get_updates()
+    await bot.send_message(CHAT, "hello")
+    with pytest.raises(InvalidToken):
+        async with _other_client(fake, "777:secret-token"):
+            pass
+    server_records = [r for r in caplog.records if r.name.startswith(("bot.", "aiohttp"))]
+    assert any("@persona_bot" in r.getMessage() for r in server_records)
+    assert not any(
+        TOKEN in r.getMessage() or "secret-token" in r.getMessage() for r in server_records
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "visible", "entities"),
+    [
+        ("a&#x1F600;<b>b</b>", "a😀b", [("bold", 3, 1)]),
+        ('<span class="tg-spoiler">s</span>', "s", [("spoiler", 0, 1)]),
+        ("<blockquote expandable>q</blockquote>", "q", [("expandable_blockquote", 0, 1)]),
+        ("<B>x</B>&quot;&#60;&gt;", 'x"<>', [("bold", 0, 1)]),
+        ("<b></b>x", "x", []),  # empty entities are dropped
+    ],
+)
+def test_html_visible_text_and_entities(
+    source: str, visible: str, entities: list[tuple[str, int, int]]
+) -> None:
+    parsed = parse_html(source)
+    assert parsed.text == visible
+    assert [(e["type"], e["offset"], e["length"]) for e in parsed.entities] == entities
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("<span>x</span>", 'Tag "span" must have class "tg-spoiler" at byte offset 0'),
+        ("<a href=http://x>l</a>", "Unexpected end of name token at byte offset 8"),
+        (
+            "<b x>y</b>",
+            'Expected equal sign in declaration of an attribute of the tag "b" at byte offset 0',
+        ),
+        ("<b", "Unclosed start tag at byte offset 0"),
+        ("😀 &nbsp;", 'Unescaped "&" (use "&amp;") at byte offset 5'),
+    ],
+)
+def test_html_errors_name_the_problem(source: str, reason: str) -> None:
+    with pytest.raises(HtmlParseError) as caught:
+        parse_html(source)
+    assert str(caught.value) == reason

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 from telegram import error as tg
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.errors import (
     ChannelAuthError,
@@ -16,8 +19,7 @@ def translate(exc: tg.TelegramError) -> ChannelError:
     # Most specific first: RetryAfter and InvalidToken are subclasses of TelegramError only,
     # BadRequest is a NetworkError in PTB's tree.
     if isinstance(exc, tg.RetryAfter):
-        seconds = exc.retry_after
-        delay = seconds if isinstance(seconds, int | float) else seconds.total_seconds()
+        delay = retry_after_seconds(exc)
         return ChannelRateLimited(f"Telegram rate limit: retry after {delay:g}s", delay)
     if isinstance(exc, tg.InvalidToken):
         return ChannelAuthError("Telegram rejected the bot token")
@@ -30,3 +32,12 @@ def translate(exc: tg.TelegramError) -> ChannelError:
     if isinstance(exc, tg.TimedOut):
         return ChannelError("Telegram request timed out")
     return ChannelError(f"Telegram error: {type(exc).__name__}: {exc.message}")
+
+
+def retry_after_seconds(exc: tg.RetryAfter) -> float:
+    # PTB 22 returns int or timedelta depending on $PTB_TIMEDELTA and warns about the
+    # int form; accept both without the warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return float(value) if isinstance(value, int | float) else value.total_seconds()

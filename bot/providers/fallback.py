@@ -1,33 +1,130 @@
-"""FallbackChain: try a chain's candidates in order, for the current turn only (SPEC §6)."""
+"""FallbackChain: try a chain's candidates in order, for the current turn only (SPEC §6).
+
+- A failover-class error (``ProviderError.failover``) puts the entry on cooldown in the
+  shared ``CooldownBook`` and moves on; any other error ends the turn at once.
+- A candidate still cooling is skipped without a request; when every candidate is cooling,
+  the one that comes back soonest is tried once.
+- Once streamed text reached the user, no other model is tried: the reply would be stitched
+  from two models.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 
 from bot.config.schema import ChainSpec
-from bot.errors import AllModelsFailed, ProviderError
+from bot.errors import AllModelsFailed, ProviderAuthError, ProviderError
+from bot.providers.cooldown import CooldownBook
 from bot.providers.dispatcher import ProviderDispatcher
 from bot.types import ChatRequest, ChatResponse
 
 log = logging.getLogger(__name__)
 
+MAX_ATTEMPTS = 4
+
+
+class CoolingDown(ProviderError):
+    """A candidate skipped without a request because its entry is cooling down."""
+
 
 class FallbackChain:
-    """Resolves every chain (agents' and roles') through the one shared dispatcher."""
+    """Resolves every chain (agents', sub-agents' and roles') through the one dispatcher."""
 
-    def __init__(self, dispatcher: ProviderDispatcher) -> None:
-        self._dispatcher = dispatcher
+    def __init__(
+        self,
+        dispatcher: ProviderDispatcher,
+        cooldowns: CooldownBook | None = None,
+        *,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.cooldowns = cooldowns or CooldownBook()
+        self._max_attempts = max_attempts
 
     async def chat(self, chain: ChainSpec, request: ChatRequest) -> ChatResponse:
         reasons: list[ProviderError] = []
-        for name in chain.names:
-            provider = await self._dispatcher.get(name)
+        streamed = False
+        sink = request.stream_to
+        if sink is not None:
+
+            async def forward(text: str) -> None:
+                nonlocal streamed
+                streamed = True
+                await sink(text)
+
+            request = dataclasses.replace(request, stream_to=forward)
+
+        attempts = 0
+        for name in self._order(chain, reasons):
+            if attempts == self._max_attempts:
+                break
+            attempts += 1
+            provider = await self.dispatcher.get(name)
             try:
-                return await provider.chat(request)
+                response = await provider.chat(request)
             except ProviderError as exc:
                 exc.model_name = exc.model_name or name
                 if not exc.failover:
                     raise
-                log.warning("model %s failed (%s); trying the next candidate", name, exc)
+                self._note_failure(name, exc)
                 reasons.append(exc)
-        raise AllModelsFailed(reasons)
+                if streamed:
+                    log.error("model %s failed after text reached the user; not retrying", name)
+                    break
+                continue
+            self.cooldowns.record_success(name)
+            return response
+        raise AllModelsFailed(reasons, retry_in=self._soonest(chain))
+
+    def _order(self, chain: ChainSpec, reasons: list[ProviderError]) -> list[str]:
+        """Candidates to ask, in chain order; cooling ones are skipped (and noted)."""
+        ready = [name for name in chain.names if self.cooldowns.remaining(name) == 0]
+        for name in chain.names:
+            if name not in ready:
+                left = self.cooldowns.remaining(name)
+                reasons.append(
+                    CoolingDown(
+                        f"cooling down for {left:.0f}s after {self.cooldowns.reason(name)}",
+                        model_name=name,
+                    )
+                )
+        if ready:
+            return ready
+        soonest = min(chain.names, key=self.cooldowns.remaining)
+        log.warning("every model of the chain is cooling down; trying %s once", soonest)
+        return [soonest]
+
+    def _note_failure(self, name: str, error: ProviderError) -> None:
+        seconds = self.cooldowns.record_failure(name, error)
+        if isinstance(error, ProviderAuthError):
+            log.error(
+                "model %s: the API key was refused (%s); fix the key — cooling down %.0fs",
+                name,
+                error,
+                seconds,
+            )
+        else:
+            log.warning("model %s failed (%s); cooling down %.0fs", name, error, seconds)
+
+    def _soonest(self, chain: ChainSpec) -> float | None:
+        waits = [self.cooldowns.remaining(name) for name in chain.names]
+        return min(waits) if waits else None
+
+
+class RoleChains:
+    """Named model roles (``compaction``, ``fast`` …) resolved through the same chain logic.
+
+    A role never falls back to an agent's model unless the config names that model.
+    """
+
+    def __init__(self, roles: Mapping[str, ChainSpec], chain: FallbackChain) -> None:
+        self._roles = dict(roles)
+        self._chain = chain
+
+    def spec(self, role: str) -> ChainSpec:
+        return self._roles[role]
+
+    async def chat(self, role: str, request: ChatRequest) -> ChatResponse:
+        return await self._chain.chat(self._roles[role], request)

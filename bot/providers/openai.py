@@ -11,6 +11,7 @@ from bot.config.schema import ModelEntry
 from bot.errors import InvalidResponse
 from bot.providers import http_errors
 from bot.providers.base import Provider
+from bot.providers.openai_stream import StreamAssembler, as_object
 from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall, Usage
 
 # Fields some servers add and expect back, but strict OpenAI-compatible servers reject.
@@ -26,15 +27,42 @@ class OpenAIProvider(Provider):
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         name = self._entry.model_name
+        body = self.body(request)
         try:
+            if request.stream_to is not None:
+                return await self._stream(body, request)
             response = await self._client.post(
-                self._url, json=self.body(request), headers=self._headers(), timeout=self._timeout
+                self._url, json=body, headers=self._headers(), timeout=self._timeout
             )
         except httpx.HTTPError as exc:
             raise http_errors.from_transport_error(exc, name) from exc
         if response.status_code != 200:
             raise http_errors.from_response(response, name)
         return self._parse(http_errors.parse_json(response, name))
+
+    async def _stream(self, body: JSONObject, request: ChatRequest) -> ChatResponse:
+        name = self._entry.model_name
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        assembler = StreamAssembler(sink=request.stream_to)
+        async with self._client.stream(
+            "POST", self._url, json=body, headers=self._headers(), timeout=self._timeout
+        ) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise http_errors.from_response(response, name)
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                # Some servers ignore "stream": true and answer in one piece.
+                await response.aread()
+                return self._parse(http_errors.parse_json(response, name))
+            try:
+                async for line in response.aiter_lines():
+                    await assembler.feed(line)
+            except ValueError as exc:
+                raise InvalidResponse("stream chunk is not JSON", model_name=name) from exc
+        if assembler.chunks == 0:
+            raise InvalidResponse("stream carried no chunks", model_name=name)
+        data = {"choices": [{"message": assembler.message()}], "usage": assembler.usage}
+        return self._parse(data)
 
     def body(self, request: ChatRequest) -> JSONObject:
         """The wire body; public so tests and ``models check`` can inspect it."""
@@ -103,7 +131,7 @@ class OpenAIProvider(Provider):
         calls = tuple(_tool_call(c) for c in message.get("tool_calls") or () if isinstance(c, dict))
         if not text.strip() and not calls:
             raise InvalidResponse("answer is empty", model_name=name)
-        usage = _object(data.get("usage"))
+        usage = as_object(data.get("usage"))
         return ChatResponse(
             text=text,
             tool_calls=calls,
@@ -117,7 +145,7 @@ class OpenAIProvider(Provider):
 
 
 def _tool_call(wire: dict[str, Any]) -> ToolCall:
-    function = _object(wire.get("function"))
+    function = as_object(wire.get("function"))
     raw = function.get("arguments", "{}")
     arguments: JSONObject = {}
     error = None
@@ -139,7 +167,3 @@ def _tool_call(wire: dict[str, Any]) -> ToolCall:
         arguments_error=error,
         extras={k: wire[k] for k in NON_STANDARD_FIELDS if k in wire},
     )
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}

@@ -6,6 +6,7 @@ import httpx
 
 from bot.config.schema import ModelEntry
 from bot.errors import ConfigError, ConfigProblem
+from bot.providers.anthropic import AnthropicProvider
 from bot.providers.base import Provider
 from bot.providers.openai import OpenAIProvider
 
@@ -15,6 +16,8 @@ OPENAI_COMPATIBLE = ("openai", "openrouter", "ollama")
 def provider_for(entry: ModelEntry, client: httpx.AsyncClient) -> Provider:
     if entry.protocol in OPENAI_COMPATIBLE:
         return OpenAIProvider(entry, client)
+    if entry.protocol == "anthropic":
+        return AnthropicProvider(entry, client)
     raise ConfigError(
         [
             ConfigProblem(

@@ -9,8 +9,8 @@ from bot.testing.bridge import BridgeProcess, bridge_config
 from bot.testing.fake_llm import (
     Echo,
     EmptyChoices,
-    Fault,
     FakeLLM,
+    Fault,
     Hang,
     Malformed,
     RecordedRequest,

@@ -41,16 +41,18 @@ def bridge_config(
         {"model_name": f"m-{b.agent_id}", "model": f"openai/{b.model}", "api_base": llm_base}
         for b in bots
     ]
-    models.append(
-        {"model_name": "cheap", "model": "openai/cheap-summary", "api_base": llm_base}
-    )
+    models.append({"model_name": "cheap", "model": "openai/cheap-summary", "api_base": llm_base})
     config: dict[str, Any] = {
         "model_list": models,
         "roles": {"compaction": {"primary": "cheap"}},
         "agents": {
             "list": [
-                {"id": b.agent_id, "name": b.agent_id.title(), "persona": b.persona,
-                 "model": f"m-{b.agent_id}"}
+                {
+                    "id": b.agent_id,
+                    "name": b.agent_id.title(),
+                    "persona": b.persona,
+                    "model": f"m-{b.agent_id}",
+                }
                 for b in bots
             ]
         },
@@ -96,7 +98,12 @@ class BridgeProcess:
     async def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "run", "--config", str(self.config_path),
+                sys.executable,
+                "-m",
+                "bot",
+                "run",
+                "--config",
+                str(self.config_path),
                 *self._args,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
@@ -110,14 +117,14 @@ class BridgeProcess:
         assert self.process is not None, "not started"
         return self.process.pid
 
-    async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, within_s: float = 30.0) -> int:
         """Send ``sig`` and wait for the exit code; SIGKILL if it does not exit in time."""
         process = self.process
         if process is None or process.returncode is not None:
             return process.returncode if process and process.returncode is not None else 0
         process.send_signal(sig)
         try:
-            return await asyncio.wait_for(process.wait(), timeout)
+            return await asyncio.wait_for(process.wait(), within_s)
         except TimeoutError:
             process.kill()
             return await process.wait()

@@ -260,7 +260,10 @@ class FakeTelegram:
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         # access_log=None: the access log would print request paths, which contain tokens.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        # handler_cancellation: a client that hangs up ends its long poll, as on Telegram.
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=5.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
         await site.start()
@@ -355,7 +358,7 @@ class FakeTelegram:
             message["is_topic_message"] = True
         if reply_to_bot_message is not None:
             original = state.messages.get((chat_id, reply_to_bot_message))
-            if original is None or original["from"]["id"] != state.bot.id:
+            if original is None or original.get("from", {}).get("id") != state.bot.id:
                 raise ValueError(f"bot sent no message {reply_to_bot_message} in chat {chat_id}")
             message["reply_to_message"] = _strip_reply(original)
         state.messages[(chat_id, message["message_id"])] = message
@@ -520,6 +523,10 @@ class FakeTelegram:
             result = await handler(state, params)
         except _ApiError as exc:
             return web.json_response(_error_body(exc), status=exc.status)
+        except Exception:  # a bug here or a malformed parameter: answer like Telegram's 500
+            _log.exception("fake telegram: %s for @%s failed", method, state.bot.username)
+            error = _ApiError(500, "Internal Server Error")
+            return web.json_response(_error_body(error), status=500)
         return web.json_response({"ok": True, "result": result})
 
     # -- methods ---------------------------------------------------------------------------
@@ -663,7 +670,7 @@ class FakeTelegram:
         current = state.messages.get((chat_id, _int_param(params, "message_id")))
         if current is None:
             raise _ApiError(400, "Bad Request: message to edit not found")
-        if current["from"]["id"] != state.bot.id:
+        if current.get("from", {}).get("id") != state.bot.id:
             raise _ApiError(400, "Bad Request: message can't be edited")
         text, entities = _render(params)
         markup = params.get("reply_markup")

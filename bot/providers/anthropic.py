@@ -1,0 +1,176 @@
+"""Anthropic Messages API (``/v1/messages``) over httpx (protocol anthropic).
+
+Our conversation model is OpenAI-shaped: tool calls ride on assistant messages and each tool
+result is its own ``tool`` message. Anthropic wants content blocks instead, tool results inside
+``user`` messages, and strict user/assistant alternation. :meth:`AnthropicProvider.body` does
+that translation; :meth:`AnthropicProvider._parse` maps the answer back.
+
+Message ``extras`` and tool-call ``extras`` are not sent: they hold other providers' fields
+(reasoning_content, thought_signature) that Anthropic would reject. For the same reason the
+response carries no ``extras``: they would travel to an OpenAI-compatible fallback verbatim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from bot.config.schema import ModelEntry
+from bot.errors import InvalidResponse
+from bot.providers import http_errors
+from bot.providers.base import Provider
+from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall, Usage
+
+ANTHROPIC_VERSION = "2023-06-01"
+# Anthropic requires max_tokens; a request that sets none gets this.
+DEFAULT_MAX_TOKENS = 4096
+# A tool without parameters still needs an object schema.
+_EMPTY_SCHEMA: JSONObject = {"type": "object", "properties": {}}
+
+
+class AnthropicProvider(Provider):
+    def __init__(self, entry: ModelEntry, client: httpx.AsyncClient) -> None:
+        self._entry = entry
+        self._client = client  # shared with every HTTP provider; the dispatcher closes it
+        self._url = f"{entry.base_url}/v1/messages"
+        self._timeout = httpx.Timeout(entry.timeout_s, connect=min(10.0, entry.timeout_s))
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        name = self._entry.model_name
+        try:
+            response = await self._client.post(
+                self._url, json=self.body(request), headers=self._headers(), timeout=self._timeout
+            )
+        except httpx.HTTPError as exc:
+            raise http_errors.from_transport_error(exc, name) from exc
+        if response.status_code != 200:
+            # Anthropic's {"type": "error", "error": {"type", "message"}} is already understood
+            # there: 529 overloaded is >= 500, "prompt is too long" is a context marker.
+            raise http_errors.from_response(response, name)
+        return self._parse(http_errors.parse_json(response, name))
+
+    def body(self, request: ChatRequest) -> JSONObject:
+        """The wire body; public so tests and ``models check`` can inspect it."""
+        body: JSONObject = {
+            "model": self._entry.model_id,
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": wire_messages(request.messages),
+        }
+        if request.system:
+            body["system"] = request.system
+        if request.tools:
+            body["tools"] = [
+                {
+                    "name": t.name,
+                    "description": t.description,
+                    "input_schema": t.parameters or _EMPTY_SCHEMA,
+                }
+                for t in request.tools
+            ]
+        return body
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "accept": "application/json",
+            "content-type": "application/json",
+            "anthropic-version": ANTHROPIC_VERSION,
+        }
+        if self._entry.api_key is not None:
+            headers["x-api-key"] = self._entry.api_key.get_secret_value()
+        return headers
+
+    def _parse(self, data: dict[str, Any]) -> ChatResponse:
+        name = self._entry.model_name
+        content = data.get("content")
+        if not isinstance(content, list):
+            raise InvalidResponse("answer has no content list", model_name=name)
+        blocks = [b for b in content if isinstance(b, dict)]
+        # Text blocks are consecutive pieces of one answer (split e.g. around citations), so
+        # they are joined without a separator. Thinking and other block kinds are skipped.
+        text = "".join(
+            b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str)
+        )
+        calls = tuple(_tool_call(b) for b in blocks if b.get("type") == "tool_use")
+        if not text.strip() and not calls:
+            raise InvalidResponse("answer is empty", model_name=name)
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        # input_tokens excludes cache reads/writes; add them so prompt_tokens means the whole
+        # prompt, as it does for OpenAI-compatible providers.
+        prompt = sum(
+            _count(usage.get(k))
+            for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        )
+        return ChatResponse(
+            text=text,
+            tool_calls=calls,
+            usage=Usage(prompt_tokens=prompt, completion_tokens=_count(usage.get("output_tokens"))),
+            model_name=name,
+        )
+
+
+def wire_messages(messages: tuple[ChatMessage, ...]) -> list[JSONObject]:
+    """Our messages as alternating Anthropic messages of content blocks.
+
+    - assistant: an optional text block, then one ``tool_use`` block per tool call;
+    - tool: a ``tool_result`` block in a ``user`` message;
+    - consecutive messages of the same wire role are merged into one message, so several tool
+      results answering one assistant turn become one user message, as Anthropic requires;
+    - inside a user message ``tool_result`` blocks come before text (the API rejects text
+      ahead of them), otherwise order is kept;
+    - blank text blocks are dropped (the API rejects them) and a message left without blocks
+      is dropped.
+
+    A history that starts with an assistant message is sent as it is: we invent no user turn
+    and drop no model output. Should the API refuse it, that is a 400 → ``InvalidRequest``;
+    trimming history to start at a user turn is the session's job, not this mapping's.
+    """
+    merged: list[JSONObject] = []
+    for message in messages:
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks = _blocks(message)
+        if not blocks:
+            continue
+        if merged and merged[-1]["role"] == role:
+            merged[-1]["content"].extend(blocks)
+        else:
+            merged.append({"role": role, "content": blocks})
+    for wire in merged:
+        if wire["role"] == "user":
+            wire["content"].sort(key=lambda b: b["type"] != "tool_result")  # stable
+    return merged
+
+
+def _blocks(message: ChatMessage) -> list[JSONObject]:
+    if message.role == "tool":
+        result: JSONObject = {"type": "tool_result", "tool_use_id": message.tool_call_id or ""}
+        if message.content:  # content is optional; an empty string would be refused
+            result["content"] = message.content
+        return [result]
+    blocks: list[JSONObject] = []
+    if message.content and message.content.strip():
+        blocks.append({"type": "text", "text": message.content})
+    if message.role == "assistant":
+        blocks += [
+            {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+            for c in message.tool_calls
+        ]
+    return blocks
+
+
+def _tool_call(block: dict[str, Any]) -> ToolCall:
+    name = str(block.get("name") or "")
+    raw = block.get("input")
+    arguments: JSONObject = raw if isinstance(raw, dict) else {}
+    return ToolCall(
+        id=str(block.get("id") or f"toolu_{name or 'tool'}"),
+        name=name,
+        arguments=arguments,
+        arguments_error=None if isinstance(raw, dict) else "arguments are not a JSON object",
+    )
+
+
+def _count(value: Any) -> int:
+    """A token count, or 0 for anything that is not a plain non-negative integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
