@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(loaded.config))
         print(f"\n{loaded.path}: OK")
         return 0
+    if args.command == "models":
+        return asyncio.run(_models_check(loaded))
     return _run(loaded, args.log_level)
 
 
@@ -51,7 +53,29 @@ def _parser() -> argparse.ArgumentParser:
             "--config", help="config file (default: $PERSONA_BRIDGE_CONFIG, then ./config.json)"
         )
         command.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    models = commands.add_parser("models", help="model checks", description="model checks")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    check = models_commands.add_parser(
+        "check", help="send one tiny request through every model entry; print latency and ok"
+    )
+    check.add_argument(
+        "--config", help="config file (default: $PERSONA_BRIDGE_CONFIG, then ./config.json)"
+    )
     return parser
+
+
+async def _models_check(loaded: LoadedConfig) -> int:
+    from bot.providers import health_check
+    from bot.providers.dispatcher import ProviderDispatcher
+
+    entries = list(loaded.config.model_list)
+    dispatcher = ProviderDispatcher(entries)
+    try:
+        results = await health_check.probe_all(dispatcher, entries)
+    finally:
+        await dispatcher.aclose()
+    print(health_check.render(results))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _run(loaded: LoadedConfig, level: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, bridge_config
+from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Fault, bridge_config
 from bot.testing.bridge import BotPlan
 
 ALICE = BotPlan(
@@ -99,3 +99,21 @@ async def test_stranger_gets_their_id_and_reaches_no_model(
     assert "999" in stranger[0].text
     assert [r.last_user_text for r in fake_llm.requests] == ["hi"]
     assert friend_reply.text.endswith("] hi")
+
+
+async def test_all_models_failing_gives_the_user_one_short_sentence(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    fake_telegram.add_bot(ALICE.token, "alice_bot")
+    config = bridge_config(
+        telegram_base=fake_telegram.base_url, llm_base=fake_llm.openai_base, bots=[ALICE]
+    )
+    config["agents"]["list"][0]["model"] = {"primary": "m-alice", "fallbacks": ["cheap"]}
+    fake_llm.set_default(None, Fault(500, "upstream exploded: stack trace here"))
+    async with BridgeProcess.write(tmp_path, config) as bridge:
+        await fake_telegram.wait_for_poll(ALICE.token, timeout=30)
+        fake_telegram.inject_message(ALICE.token, chat_id=5, text="anyone there?")
+        [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=5, timeout=30)
+        assert await bridge.stop() == 0
+    assert reply.text == "All models are unavailable right now; try again in a minute."
+    assert [r.model for r in fake_llm.requests] == ["alice-model-x", "cheap-summary"]
