@@ -1,44 +1,62 @@
 """The App owns every long-lived part and starts and stops them in order.
 
-Data path: channel → ``handle`` → per-chat lane → router → agent turn → fallback chain
-→ provider → channel.send. Nothing long-lived lives at module level.
+Data path: channel → inbox → ``handle`` → per-chat lane → router → command or agent turn
+→ fallback chain → provider → channel.send → inbox row done. Nothing long-lived lives at
+module level.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from bot.agents.agent import agents_from
 from bot.agents.turn import TurnRunner
-from bot.channels.base import Channel, InboundMessage
+from bot.channels.base import Channel, InboundMessage, Inbox
 from bot.channels.telegram import TelegramChannel
+from bot.commands import CommandHandler, parse_command
 from bot.config.loader import LoadedConfig
-from bot.errors import AllModelsFailed, ChannelError, ProviderError
+from bot.errors import AllModelsFailed, ChannelError, ProviderError, StoreError
 from bot.lanes import ChatLanes
 from bot.providers.dispatcher import ProviderDispatcher
-from bot.providers.fallback import FallbackChain
+from bot.providers.fallback import FallbackChain, RoleChains
 from bot.routing import Router
+from bot.sessions.store import SessionStore, SqliteSessionStore
 
 log = logging.getLogger(__name__)
 
 MODEL_REFUSED = "The model could not answer this message; try rephrasing it."
+STORE_FAILED = "I could not save this conversation just now; please try again shortly."
+
+ChannelFactory = Callable[[LoadedConfig, Inbox], Iterable[Channel]]
+
+
+def telegram_channels(loaded: LoadedConfig, inbox: Inbox) -> list[Channel]:
+    return [TelegramChannel(bot, inbox) for bot in loaded.config.channels.bots()]
 
 
 class App:
-    def __init__(self, loaded: LoadedConfig, channels: Iterable[Channel] | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        channels: ChannelFactory = telegram_channels,
+        store: SessionStore | None = None,
+    ) -> None:
         config = loaded.config
         self.loaded = loaded
+        self.store = store or SqliteSessionStore(loaded.database)
         self.dispatcher = ProviderDispatcher(config.model_list)
         self.chain = FallbackChain(self.dispatcher)
+        self.roles = RoleChains(config.roles, self.chain)
         self.router = Router(config.bindings)
         self.agents = agents_from(loaded)
-        self.runner = TurnRunner(self.chain)
+        self.runner = TurnRunner(self.chain, self.store, config.session)
+        self.commands = CommandHandler(self.store, self.chain.cooldowns)
         self.lanes = ChatLanes()
-        if channels is None:
-            channels = [TelegramChannel(bot) for bot in config.channels.bots()]
-        self.channels: dict[str, Channel] = {c.name: c for c in channels}
+        self._channel_factory = channels
+        self.channels: dict[str, Channel] = {}
 
     def secrets(self) -> list[str]:
         """Every secret in the config, for log redaction."""
@@ -48,57 +66,83 @@ class App:
         return found
 
     async def start(self) -> None:
-        """Start every channel; one bot failing (bad token) does not take the others down."""
-        channels = list(self.channels.values())
+        """Open the store, then start every channel; one bad bot does not stop the others."""
+        await self.store.open()
+        channels = list(self._channel_factory(self.loaded, self.store))
         results = await asyncio.gather(
             *(c.start(self.handle) for c in channels), return_exceptions=True
         )
         for channel, result in zip(channels, results, strict=True):
             if isinstance(result, ChannelError):
                 log.error("channel %s not started: %s", channel.name, result)
-                del self.channels[channel.name]
             elif isinstance(result, BaseException):
                 raise result
+            else:
+                self.channels[channel.name] = channel
         if not self.channels:
             raise ChannelError("no channel could start")
 
     async def stop(self, grace_s: float = 30.0) -> None:
-        """Stop receiving, let in-flight turns finish (bounded), then close connections."""
-        await asyncio.gather(*(c.stop() for c in self.channels.values()), return_exceptions=True)
+        """Stop receiving, let in-flight turns finish (bounded), then close everything."""
+        channels = list(self.channels.values())
+        await asyncio.gather(*(c.stop() for c in channels), return_exceptions=True)
         if not await self.lanes.join(within_s=grace_s):
             log.warning("turns still running after %.0fs; cancelling them", grace_s)
             await self.lanes.cancel()
+        for channel in channels:
+            if isinstance(channel, TelegramChannel):
+                await channel.close()
         await self.dispatcher.aclose()
+        await self.store.aclose()
 
     async def handle(self, message: InboundMessage) -> None:
         self.lanes.submit(message.chat_key, lambda: self._turn(message))
 
     async def _turn(self, message: InboundMessage) -> None:
         route = self.router.route(message.channel, message.chat_id, message.topic_id)
-        if route is None:
+        channel = self.channels.get(message.channel)
+        if route is None or channel is None:
             log.warning("no binding for channel %s chat %s", message.channel, message.chat_id)
+            await self._done(message)
             return
         agent = self.agents[route.agent_id]
+        command = parse_command(message.text)
         try:
-            response = await self.runner.run(agent, message.text)
-            reply = response.text
-            log.info(
-                "turn channel=%s chat=%s agent=%s model=%s",
-                route.channel,
-                route.chat_id,
-                agent.id,
-                response.model_name,
-            )
-        except AllModelsFailed as exc:
-            log.error("turn channel=%s agent=%s: %s", route.channel, agent.id, exc)
-            reply = exc.user_message()
-        except ProviderError as exc:
-            log.error("turn channel=%s agent=%s: %s", route.channel, agent.id, exc)
-            reply = MODEL_REFUSED
-        channel = self.channels.get(route.channel)
-        if channel is None:
-            return
+            if command is not None:
+                reply = await self.commands.answer(command, agent, route)
+            else:
+                async with channel.typing(route.chat_id, route.topic_id):
+                    reply = await self._agent_reply(message, route.agent_id)
+        except StoreError as exc:
+            log.error("store failed for channel=%s chat=%s: %s", route.channel, route.chat_id, exc)
+            reply = STORE_FAILED
         try:
             await channel.send(route.chat_id, reply, topic_id=route.topic_id)
         except ChannelError as exc:
             log.error("reply to channel=%s chat=%s failed: %s", route.channel, route.chat_id, exc)
+        await self._done(message)
+
+    async def _agent_reply(self, message: InboundMessage, agent_id: str) -> str:
+        agent = self.agents[agent_id]
+        route = self.router.route(message.channel, message.chat_id, message.topic_id)
+        assert route is not None
+        try:
+            result = await self.runner.run(agent, route, message.text)
+        except AllModelsFailed as exc:
+            log.error("turn channel=%s agent=%s: %s", route.channel, agent.id, exc)
+            return exc.user_message()
+        except ProviderError as exc:
+            log.error("turn channel=%s agent=%s: %s", route.channel, agent.id, exc)
+            return MODEL_REFUSED
+        log.info(
+            "turn channel=%s chat=%s agent=%s model=%s",
+            route.channel,
+            route.chat_id,
+            agent.id,
+            result.model_name,
+        )
+        return result.text
+
+    async def _done(self, message: InboundMessage) -> None:
+        if message.inbox_id is not None:
+            await self.store.inbox_done(message.channel, message.inbox_id)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,8 @@ class InboundMessage:
     topic_id: str | None = None
     sender_username: str | None = None
     chat_type: str = "private"
+    # The durable-inbox id (Telegram update_id); the app marks it done once answered.
+    inbox_id: int | None = None
 
     @property
     def chat_key(self) -> tuple[str, str, str | None]:
@@ -27,6 +31,24 @@ class InboundMessage:
 
 
 MessageHandler = Callable[[InboundMessage], Awaitable[None]]
+
+
+class Inbox(Protocol):
+    """Where a channel parks raw updates before confirming them to the platform."""
+
+    async def inbox_put(self, channel: str, update_id: int, payload: str) -> bool: ...
+
+    async def inbox_pending(self, channel: str | None = None) -> Sequence[InboxEntry]: ...
+
+    async def inbox_done(self, channel: str, update_id: int) -> None: ...
+
+
+class InboxEntry(Protocol):
+    @property
+    def update_id(self) -> int: ...
+
+    @property
+    def payload(self) -> str: ...
 
 
 class Channel(ABC):
@@ -45,3 +67,8 @@ class Channel(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Stop receiving and release connections; sending after this is an error."""
+
+    @contextlib.asynccontextmanager
+    async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:
+        """Show that a reply is being prepared, for as long as the block runs."""
+        yield

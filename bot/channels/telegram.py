@@ -1,37 +1,57 @@
 """One Telegram bot as a Channel: python-telegram-bot's ``Bot`` and our own long-poll loop.
 
 We drive ``getUpdates`` ourselves instead of PTB's ``Updater`` because the Updater
-confirms an update's offset before our code has stored it; owning the loop lets the
-offset advance only after the handler accepted the update (SPEC §5, durable inbox).
+confirms an update's offset before our code has stored it. Here every admitted update
+is written to the durable inbox first; the next ``getUpdates`` (offset = last + 1) then
+confirms it to Telegram. After a crash, pending inbox rows are answered before anything
+new, and an update Telegram delivers twice is stored — and answered — once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
-from telegram import Bot, Message, Update
+from telegram import Bot, BotCommand, Update
 from telegram import error as tg
+from telegram.constants import ChatAction, ParseMode
 from telegram.request import HTTPXRequest
 
 from bot.channels import telegram_errors
-from bot.channels.base import Channel, InboundMessage, MessageHandler
+from bot.channels.base import Channel, InboundMessage, Inbox, MessageHandler
+from bot.channels.telegram_access import BotIdentity, Verdict, judge, strip_mention
+from bot.channels.telegram_render import RenderedChunk, render_markdown
 from bot.config.schema import TelegramBot
-from bot.errors import ChannelAuthError, ChannelError, ChannelRateLimited
+from bot.errors import ChannelAuthError, ChannelError, ChannelRateLimited, MessageRejected
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
 MAX_BACKOFF_S = 30.0
-TELEGRAM_LIMIT = 4096  # UTF-16 code units of visible text per message
+MAX_RATE_LIMIT_RETRIES = 3
+TYPING_EVERY_S = 4.0
+BOT_LOOP_LIMIT = 3  # consecutive bot-authored turns per chat when allow_bots is on
+COMMANDS = (
+    BotCommand("start", "say hello"),
+    BotCommand("help", "what I can do"),
+    BotCommand("new", "start a fresh conversation"),
+    BotCommand("status", "agent, models and session size"),
+)
+
+T = TypeVar("T")
 
 
 class TelegramChannel(Channel):
-    def __init__(self, spec: TelegramBot, *, poll_timeout: int = POLL_TIMEOUT_S) -> None:
+    def __init__(
+        self, spec: TelegramBot, inbox: Inbox, *, poll_timeout: int = POLL_TIMEOUT_S
+    ) -> None:
         self.name = spec.channel
         self.spec = spec
+        self._inbox = inbox
         self._poll_timeout = poll_timeout
         self._bot = Bot(
             spec.token.get_secret_value(),
@@ -42,21 +62,31 @@ class TelegramChannel(Channel):
         )
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._strangers_told: set[str] = set()
-        self.username = ""
+        self._strangers_told: set[int] = set()
+        self._bot_streak: dict[int, int] = {}
+        self.me = BotIdentity(0, "")
         self.polling = False
 
     async def start(self, handler: MessageHandler) -> None:
         try:
             await self._bot.initialize()  # getMe: fails fast on a rejected token
             await self._bot.delete_webhook(drop_pending_updates=False)
+            await self._bot.set_my_commands(COMMANDS)
         except tg.TelegramError as exc:
             raise telegram_errors.translate(exc) from exc
-        self.username = self._bot.username
+        self.me = BotIdentity(self._bot.id, self._bot.username)
         if not self.spec.allow_from:
-            log.warning("bot @%s: allow_from is empty, nobody is admitted", self.username)
-        self._poller = asyncio.create_task(self._poll(handler), name=f"poll {self.name}")
-        log.info("bot @%s polling as channel %s", self.username, self.name)
+            log.warning("bot @%s: allow_from is empty, nobody is admitted", self.me.username)
+        for row in await self._inbox.inbox_pending(self.name):
+            # Stored before a crash or restart but never answered: these go first.
+            update = Update.de_json(json.loads(row.payload), self._bot)
+            message = self._inbound(update)
+            if message is not None:
+                await handler(message)
+            else:
+                await self._inbox.inbox_done(self.name, update.update_id)
+        self._poller = asyncio.create_task(self._poll_forever(handler), name=f"poll {self.name}")
+        log.info("bot @%s polling as channel %s", self.me.username, self.name)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -64,29 +94,80 @@ class TelegramChannel(Channel):
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
         self.polling = False
+
+    async def close(self) -> None:
+        """Release the HTTP pools; after the last reply has been sent."""
         await self._bot.shutdown()
 
     async def send(self, chat_id: str, text: str, *, topic_id: str | None = None) -> None:
-        for chunk in split_text(text):
+        thread = int(topic_id) if topic_id else None
+        for chunk in render_markdown(text):
+            await self._send_chunk(int(chat_id), chunk, thread)
+
+    async def _send_chunk(self, chat_id: int, chunk: RenderedChunk, thread: int | None) -> None:
+        try:
             await self._call(
-                self._bot.send_message,
-                chat_id=int(chat_id),
-                text=chunk,
-                message_thread_id=int(topic_id) if topic_id else None,
+                lambda: self._bot.send_message(
+                    chat_id=chat_id,
+                    text=chunk.html,
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                )
+            )
+        except MessageRejected as exc:
+            if "parse entities" not in str(exc).lower():
+                raise
+            log.warning("bot %s: Telegram refused our HTML; resending as plain text", self.name)
+            await self._call(
+                lambda: self._bot.send_message(
+                    chat_id=chat_id, text=chunk.plain, message_thread_id=thread
+                )
             )
 
-    async def _call(self, method: Any, **kwargs: Any) -> Any:
-        """One Bot API call, honouring a single 429 ``retry_after``."""
-        for attempt in range(2):
+    @contextlib.asynccontextmanager
+    async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:
+        async def keep_typing() -> None:
+            while True:
+                with contextlib.suppress(tg.TelegramError):
+                    await self._bot.send_chat_action(
+                        int(chat_id),
+                        ChatAction.TYPING,
+                        message_thread_id=int(topic_id) if topic_id else None,
+                    )
+                await asyncio.sleep(TYPING_EVERY_S)  # Telegram shows it for ~5 s
+
+        task = asyncio.create_task(keep_typing())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
+        """One Bot API call, waiting out 429 ``retry_after`` a bounded number of times."""
+        for attempt in range(MAX_RATE_LIMIT_RETRIES + 1):
             try:
-                return await method(**kwargs)
+                return await request()
             except tg.TelegramError as exc:
                 error = telegram_errors.translate(exc)
-                if isinstance(error, ChannelRateLimited) and attempt == 0:
+                if isinstance(error, ChannelRateLimited) and attempt < MAX_RATE_LIMIT_RETRIES:
+                    log.warning("bot %s: rate limited; waiting %.0fs", self.name, error.retry_after)
                     await asyncio.sleep(error.retry_after)
                     continue
                 raise error from exc
-        raise ChannelError("unreachable")  # pragma: no cover
+        raise AssertionError("unreachable")
+
+    async def _poll_forever(self, handler: MessageHandler) -> None:
+        """Polls until stopped; an unexpected crash of the loop restarts it after a pause."""
+        while not self._stopping.is_set():
+            try:
+                await self._poll(handler)
+            except ChannelAuthError:
+                return
+            except Exception:
+                log.exception("bot %s: polling loop crashed; restarting", self.name)
+                self.polling = False
+                await self._pause(MAX_BACKOFF_S / 6)
 
     async def _poll(self, handler: MessageHandler) -> None:
         offset: int | None = None
@@ -98,119 +179,86 @@ class TelegramChannel(Channel):
                 )
             except tg.TelegramError as exc:
                 error = telegram_errors.translate(exc)
+                self.polling = False
                 if isinstance(error, ChannelAuthError):
                     log.error("bot %s: %s; polling stopped", self.name, error)
-                    self.polling = False
-                    return
+                    raise error from exc
                 delay = error.retry_after if isinstance(error, ChannelRateLimited) else backoff
-                log.warning(
-                    "bot %s: polling failed (%s); retrying in %.0fs", self.name, error, delay
-                )
-                self.polling = False
+                log.warning("bot %s: polling failed (%s); retry in %.0fs", self.name, error, delay)
                 await self._pause(delay)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             self.polling = True
             backoff = 1.0
             for update in updates:
-                await self._deliver(update, handler)
-                offset = update.update_id + 1
+                await self._accept(update, handler)
+                offset = update.update_id + 1  # confirmed by the next getUpdates
 
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+    async def _accept(self, update: Update, handler: MessageHandler) -> None:
+        message = update.message
+        if message is None:
+            return
+        verdict = judge(message, self.spec, self.me)
+        if verdict is Verdict.STRANGER and message.from_user is not None:
+            await self._tell_stranger(message.chat.id, message.chat.type, message.from_user.id)
+            return
+        if verdict is Verdict.IGNORE or not self._within_bot_loop_limit(update):
+            return
+        payload = json.dumps(update.to_dict(), ensure_ascii=False)
+        if not await self._inbox.inbox_put(self.name, update.update_id, payload):
+            return  # delivered before: stored then, answered then (or pending)
+        inbound = self._inbound(update)
+        if inbound is not None:
+            await handler(inbound)
 
-    async def _deliver(self, update: Update, handler: MessageHandler) -> None:
+    def _within_bot_loop_limit(self, update: Update) -> bool:
+        message = update.message
+        if message is None or message.from_user is None:
+            return False
+        chat = message.chat.id
+        if not message.from_user.is_bot:
+            self._bot_streak.pop(chat, None)
+            return True
+        self._bot_streak[chat] = self._bot_streak.get(chat, 0) + 1
+        if self._bot_streak[chat] > BOT_LOOP_LIMIT:
+            log.warning("bot %s: chat %s bot-to-bot loop guard tripped", self.name, chat)
+            return False
+        return True
+
+    def _inbound(self, update: Update) -> InboundMessage | None:
         message = update.message
         if message is None or message.text is None or message.from_user is None:
-            return
-        if message.from_user.is_bot and not self.spec.allow_bots:
-            return
-        if not self._admitted(message):
-            await self._tell_stranger(message)
-            return
-        if message.chat.type != "private" and not self._addressed(message):
-            return
-        await handler(
-            InboundMessage(
-                channel=self.name,
-                chat_id=str(message.chat.id),
-                sender_id=str(message.from_user.id),
-                sender_username=message.from_user.username,
-                text=message.text,
-                message_id=str(message.message_id),
-                topic_id=str(message.message_thread_id) if message.is_topic_message else None,
-                chat_type=message.chat.type,
-            )
+            return None
+        return InboundMessage(
+            channel=self.name,
+            chat_id=str(message.chat.id),
+            sender_id=str(message.from_user.id),
+            sender_username=message.from_user.username,
+            text=strip_mention(message.text, self.me),
+            message_id=str(message.message_id),
+            topic_id=str(message.message_thread_id) if message.is_topic_message else None,
+            chat_type=message.chat.type,
+            inbox_id=update.update_id,
         )
 
-    def _admitted(self, message: Message) -> bool:
-        assert message.from_user is not None
-        allowed = self.spec.allow_from
-        user = message.from_user
-        username = f"@{user.username}".lower() if user.username else None
-        return (
-            "*" in allowed
-            or str(user.id) in allowed
-            or (username is not None and username in (a.lower() for a in allowed))
-        )
-
-    def _addressed(self, message: Message) -> bool:
-        policy = self.spec.group_policy
-        if policy == "off":
-            return False
-        if policy == "all":
-            return True
-        text = message.text or ""
-        mention = f"@{self.username}".lower()
-        replied = message.reply_to_message
-        return mention in text.lower() or (
-            replied is not None
-            and replied.from_user is not None
-            and replied.from_user.id == self._bot.id
-        )
-
-    async def _tell_stranger(self, message: Message) -> None:
-        assert message.from_user is not None
-        sender = str(message.from_user.id)
-        if sender in self._strangers_told or message.chat.type != "private":
+    async def _tell_stranger(self, chat_id: int, chat_type: str, sender: int) -> None:
+        if sender in self._strangers_told or chat_type != "private":
             return
         self._strangers_told.add(sender)
         log.info("bot %s: refused a message from a stranger", self.name)
         try:
             await self._call(
-                self._bot.send_message,
-                chat_id=message.chat.id,
-                text=f"Sorry, I only talk to people on my list. Your Telegram id is {sender}.",
+                lambda: self._bot.send_message(
+                    chat_id=chat_id,
+                    text=f"Sorry, I only talk to people on my list. Your Telegram id is {sender}.",
+                )
             )
         except ChannelError as exc:
             log.warning("bot %s: could not answer a stranger: %s", self.name, exc)
 
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
-def split_text(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
-    """Split at paragraph, then line, then hard boundaries; limits count UTF-16 units."""
-    chunks: list[str] = []
-    rest = text
-    while _units(rest) > limit:
-        window = _prefix_within(rest, limit)
-        cut = max(window.rfind("\n\n"), window.rfind("\n"))
-        if cut <= 0:
-            cut = len(window)
-        chunks.append(rest[:cut])
-        rest = rest[cut:].lstrip("\n")
-    if rest.strip():
-        chunks.append(rest)
-    return chunks or [text or "…"]
-
-
-def _units(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _prefix_within(text: str, limit: int) -> str:
-    units = 0
-    for index, char in enumerate(text):
-        units += 2 if ord(char) > 0xFFFF else 1
-        if units > limit:
-            return text[:index]
-    return text
+    def status(self) -> dict[str, Any]:
+        return {"username": self.me.username, "polling": self.polling}

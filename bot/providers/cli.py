@@ -1,34 +1,33 @@
 """Agent CLIs as providers (protocols claude-cli, codex-cli, gemini-cli).
 
-Each call runs the CLI once as a subprocess. The whole prompt — system prompt, tool
-descriptions, transcript — goes in as one text document on **stdin**, never in argv: argv
-is visible to every local user through ``ps``/``/proc``, and long argvs hit ``ARG_MAX``.
-An ``api_key`` travels in the child's environment for the same reason. The child gets its
-own session (``start_new_session``) so a timeout can kill the whole process *group*: agent
-CLIs spawn helpers (node workers, shells) that would otherwise outlive the kill and keep
-the pipes open. The child runs in an empty private directory, so the CLI's own file tools
-see nothing of the bridge's working directory (config, session database), and without our
-``PERSONA_BRIDGE_*`` variables, which can hold bot tokens.
+Each call runs the CLI once. The whole prompt (system prompt, tool descriptions, transcript)
+goes in as one text document on **stdin**, never in argv: argv is visible to every local user
+through ``ps``/``/proc`` and long argvs hit ``ARG_MAX``. An ``api_key`` travels in the child's
+environment for the same reason. The child gets its own session (``start_new_session``) so a
+timeout can kill the whole process *group*: agent CLIs spawn helpers (node workers, shells)
+that would otherwise outlive the kill and hold the pipes open. The child runs in an empty
+private directory without our ``PERSONA_BRIDGE_*`` variables, so the CLI's own file tools see
+neither the bridge's config and session database nor its bot tokens.
 
-These CLIs have no function-calling channel we can drive, so tools are described in the
+These CLIs offer no function-calling channel we can drive, so tools are described in the
 prompt and calls come back as JSON in the answer text (``text_tools.parse_tool_calls``).
 
 Assumptions about the real CLIs (the contract above matters more than exact flags):
 
-* ``claude -p --output-format json``: reads the prompt from stdin when ``-p`` has no
-  argument; prints one JSON object with ``result`` (text), ``is_error`` and ``usage``
-  (``input_tokens``, ``cache_*_input_tokens``, ``output_tokens``). Key: ANTHROPIC_API_KEY.
-* ``codex exec --json --skip-git-repo-check -``: ``-`` reads the prompt from stdin; prints
-  JSON lines. The answer is the last ``item.completed`` event whose item has type
-  ``agent_message`` (text in ``item.text``; older versions: ``msg.type == agent_message``
-  with ``msg.message``); usage in ``turn.completed``; failures as ``turn.failed``/``error``.
-  If no line is JSON, the whole stdout is taken as the answer. Key: OPENAI_API_KEY.
-* ``gemini --output-format json``: non-interactive when stdin is not a terminal; prints one
-  JSON object with ``response``, ``stats.models.<id>.tokens.{prompt,candidates}`` and, on
-  failure, ``error.message``. Key: GEMINI_API_KEY.
+* ``claude -p --output-format json`` reads the prompt from stdin when ``-p`` has no argument
+  and prints one JSON object: ``result``, ``is_error``, ``usage`` (``input_tokens``,
+  ``cache_*_input_tokens``, ``output_tokens``). Key: ANTHROPIC_API_KEY.
+* ``codex exec --json --skip-git-repo-check -`` reads stdin (``-``) and prints JSON lines; the
+  answer is the last ``item.completed`` with ``item.type == agent_message`` (``item.text``;
+  older builds: ``msg.type == agent_message``, ``msg.message``), usage in ``turn.completed``,
+  failures as ``turn.failed``/``error``. Stdout without JSON lines is the answer as plain
+  text. Key: OPENAI_API_KEY.
+* ``gemini --output-format json`` runs non-interactively when stdin is not a terminal and
+  prints one JSON object: ``response``, ``stats.models.<id>.tokens.{prompt,candidates}``, or
+  ``error.message``. Key: GEMINI_API_KEY.
 
-Model ids ``claude-code``/``codex``/``gemini-cli`` mean "the CLI's own default": no
-``--model`` flag then. ``max_tokens`` is not passed: none of the CLIs takes it.
+Model ids ``claude-code``/``codex``/``gemini-cli`` mean "the CLI's own default": no ``--model``
+flag then. ``max_tokens`` is not passed: none of the CLIs takes it.
 """
 
 from __future__ import annotations
@@ -169,6 +168,8 @@ FLAVOURS = {
 
 
 class CliProvider(Provider):
+    """One model_list entry served by a locally installed agent CLI, one process per call."""
+
     def __init__(self, entry: ModelEntry) -> None:
         if entry.protocol not in FLAVOURS:
             raise ValueError(f"{entry.protocol!r} is not a CLI protocol")
@@ -249,7 +250,7 @@ class CliProvider(Provider):
         return env
 
     def _cwd(self) -> str:
-        if self._workdir is None:
+        if self._workdir is None or not os.path.isdir(self._workdir):  # tmp cleaners exist
             self._workdir = tempfile.mkdtemp(prefix="persona-bridge-cli-")
         return self._workdir
 
@@ -261,15 +262,19 @@ class CliProvider(Provider):
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the group, give it a moment, SIGKILL whatever is left, reap the leader."""
+    """SIGTERM the group, give it a moment, SIGKILL whatever is left, reap the leader.
+
+    Both waits are bounded: before Python 3.12 ``wait()`` also waits for the pipes to close,
+    and a helper that left the group (its own setsid) could hold them open for ever.
+    """
     _signal_group(proc.pid, signal.SIGTERM)
     try:
-        await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
-    except TimeoutError:
-        pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
     finally:  # even if the leader exited, its children may still be in the group
         _signal_group(proc.pid, signal.SIGKILL)
-    await proc.wait()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

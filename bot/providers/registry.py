@@ -8,6 +8,7 @@ from bot.config.schema import ModelEntry
 from bot.errors import ConfigError, ConfigProblem
 from bot.providers.anthropic import AnthropicProvider
 from bot.providers.base import Provider
+from bot.providers.cli import FLAVOURS, CliProvider
 from bot.providers.openai import OpenAIProvider
 
 OPENAI_COMPATIBLE = ("openai", "openrouter", "ollama")
@@ -18,6 +19,8 @@ def provider_for(entry: ModelEntry, client: httpx.AsyncClient) -> Provider:
         return OpenAIProvider(entry, client)
     if entry.protocol == "anthropic":
         return AnthropicProvider(entry, client)
+    if entry.protocol in FLAVOURS:
+        return CliProvider(entry)
     raise ConfigError(
         [
             ConfigProblem(

@@ -15,6 +15,7 @@ from bot.testing.fake_llm import (
     Malformed,
     RecordedRequest,
     Reply,
+    Slow,
     ToolCall,
 )
 from bot.testing.fake_telegram import FakeBot, FakeTelegram, SentMessage
@@ -32,6 +33,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "SentMessage",
+    "Slow",
     "ToolCall",
     "bridge_config",
 ]

@@ -16,12 +16,13 @@ right model, persona and message reached the provider without scripting anything
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeAlias
@@ -40,6 +41,7 @@ __all__ = [
     "Malformed",
     "RecordedRequest",
     "Reply",
+    "Slow",
     "ToolCall",
     "echo_text",
 ]
@@ -99,6 +101,14 @@ class Hang:
 
 
 @dataclass(frozen=True)
+class Slow:
+    """Answer with ``then`` after ``seconds``: a model that is working, not a hung one."""
+
+    seconds: float
+    then: Behaviour = field(default_factory=lambda: Echo())
+
+
+@dataclass(frozen=True)
 class Malformed:
     """Send ``body`` verbatim with this status and content type, whatever the API."""
 
@@ -138,12 +148,13 @@ Behaviour: TypeAlias = (
     | ToolCall
     | Fault
     | Hang
+    | Slow
     | Malformed
     | EmptyChoices
     | Echo
     | Callable[[RecordedRequest], "Behaviour"]
 )
-_Concrete: TypeAlias = Reply | ToolCall | Fault | Hang | Malformed | EmptyChoices
+_Concrete: TypeAlias = Reply | ToolCall | Fault | Hang | Slow | Malformed | EmptyChoices
 
 
 def echo_text(request: RecordedRequest) -> str:
@@ -390,6 +401,8 @@ class FakeLLM:
         for _ in range(10):
             if isinstance(behaviour, Echo):
                 return Reply(echo_text(recorded))
+            if isinstance(behaviour, Slow):
+                return behaviour
             if isinstance(behaviour, Reply | ToolCall | Fault | Hang | Malformed | EmptyChoices):
                 return behaviour
             behaviour = behaviour(recorded)
@@ -416,6 +429,12 @@ class FakeLLM:
                 body=behaviour.body.encode(),
                 headers={"Content-Type": behaviour.content_type},
             )
+        if isinstance(behaviour, Slow):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(behaviour.seconds):
+                    await self._stopping.wait()
+            then = self._resolve(behaviour.then, recorded)
+            return await self._answer(request, shape, recorded, then)
         if isinstance(behaviour, Hang):
             try:
                 async with asyncio.timeout(behaviour.seconds):

@@ -1,0 +1,75 @@
+"""Who may talk to a bot, and when a group message is addressed to it (SPEC §5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from telegram import Message
+
+from bot.config.schema import TelegramBot
+
+
+class Verdict(Enum):
+    ANSWER = "answer"  # goes on to the store and a model
+    IGNORE = "ignore"  # not for us (group chatter, other bots, non-text)
+    STRANGER = "stranger"  # not on allow_from: at most one short reply, nothing stored
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    id: int
+    username: str
+
+
+def judge(message: Message, spec: TelegramBot, me: BotIdentity) -> Verdict:
+    user = message.from_user
+    if user is None or message.text is None:
+        return Verdict.IGNORE
+    if user.id == me.id:
+        return Verdict.IGNORE
+    if user.is_bot and not spec.allow_bots:
+        return Verdict.IGNORE
+    if message.chat.type != "private" and not addressed(message, spec, me):
+        return Verdict.IGNORE
+    if not admitted(user.id, user.username, spec.allow_from):
+        return Verdict.STRANGER
+    return Verdict.ANSWER
+
+
+def admitted(user_id: int, username: str | None, allow_from: tuple[str, ...]) -> bool:
+    """``"*"``, the numeric id, or ``@username`` (case-insensitive). Empty admits nobody."""
+    if "*" in allow_from or str(user_id) in allow_from:
+        return True
+    if username is None:
+        return False
+    handle = f"@{username}".lower()
+    return any(entry.lower() == handle for entry in allow_from)
+
+
+def addressed(message: Message, spec: TelegramBot, me: BotIdentity) -> bool:
+    if spec.group_policy == "off":
+        return False
+    if spec.group_policy == "all":
+        return True
+    text = message.text or ""
+    mention = f"@{me.username}".lower()
+    replied = message.reply_to_message
+    if replied is not None and replied.from_user is not None and replied.from_user.id == me.id:
+        return True
+    if text.startswith("/"):
+        # "/status@alice_bot" is for alice; a bare "/status" in a group is for every bot.
+        command = text.split(maxsplit=1)[0].lower()
+        return "@" not in command or command.endswith(mention)
+    return mention in text.lower()
+
+
+def strip_mention(text: str, me: BotIdentity) -> str:
+    """Drop our own @mention so the model sees what the person said to it."""
+    mention = f"@{me.username}"
+    if text.startswith("/"):
+        head, _, rest = text.partition(" ")
+        head = head.split("@", 1)[0]
+        return f"{head} {rest}".strip()
+    cleaned = text.replace(mention, "").strip()
+    return cleaned or text

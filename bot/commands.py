@@ -1,0 +1,74 @@
+"""Chat commands every channel understands: /start, /help, /new, /status (SPEC §5)."""
+
+from __future__ import annotations
+
+import time
+
+from bot.agents.agent import Agent
+from bot.agents.turn import session_key
+from bot.providers.cooldown import CooldownBook
+from bot.routing import Route
+from bot.sessions.context import estimate_tokens
+from bot.sessions.store import SessionStore
+
+COMMANDS = ("start", "help", "new", "status")
+
+
+def parse_command(text: str) -> str | None:
+    """``"/status@bot args"`` → ``"status"``; None when the text is not one of ours."""
+    if not text.startswith("/"):
+        return None
+    name = text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower() if len(text) > 1 else ""
+    return name if name in COMMANDS else None
+
+
+class CommandHandler:
+    def __init__(self, store: SessionStore, cooldowns: CooldownBook) -> None:
+        self._store = store
+        self._cooldowns = cooldowns
+
+    async def answer(self, command: str, agent: Agent, route: Route) -> str:
+        if command == "start":
+            return f"Hi, I'm {agent.display_name}. Just write to me.\n\n{self._help()}"
+        if command == "help":
+            return self._help()
+        if command == "new":
+            archived = await self._store.archive(session_key(route))
+            if archived is None:
+                return "Nothing to archive; this is already a fresh conversation."
+            return "Started a fresh conversation. The old one is archived, not deleted."
+        return await self._status(agent, route)
+
+    @staticmethod
+    def _help() -> str:
+        return (
+            "/new — start a fresh conversation (the old one is archived)\n"
+            "/status — who answers, on which models, and how big this conversation is\n"
+            "/help — this list"
+        )
+
+    async def _status(self, agent: Agent, route: Route) -> str:
+        session_id = await self._store.active_session(session_key(route))
+        messages = await self._store.messages(session_id)
+        summary = await self._store.latest_summary(session_id)
+        last_model = next((m.model_name for m in reversed(messages) if m.model_name), None)
+        tokens = sum(estimate_tokens(m.message.content or "") for m in messages)
+        chain = []
+        for name in agent.chain.names:
+            left = self._cooldowns.remaining(name)
+            chain.append(f"{name} (cooling {left:.0f}s)" if left else name)
+        lines = [
+            f"Agent: {agent.display_name} ({agent.id})",
+            f"Models: {' → '.join(chain)}",
+            f"Last answer from: {last_model or 'nobody yet'}",
+            f"Session: {len(messages)} messages, about {tokens} tokens",
+        ]
+        if summary is None:
+            lines.append("Compaction: not yet")
+        else:
+            ago = max(0, int(time.time() - summary.created_at))
+            lines.append(
+                f"Compaction: {ago}s ago by {summary.model_name}, "
+                f"covers messages up to #{summary.covers_up_to}"
+            )
+        return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""The session store's schema as an ordered list of forward migrations.
+
+``PRAGMA user_version`` records how many migrations a database has had. Opening runs
+every missing step, each in its own ``BEGIN IMMEDIATE`` transaction together with the
+version bump, so a crash mid-upgrade leaves the database at a whole earlier version, and
+two processes opening the same file at once cannot both apply a step. Migrations are
+never edited once released; a change to the schema is a new entry at the end.
+
+The column encodings (JSON for tool calls and extras, UTF-8-safe text) live here too:
+they are part of the on-disk format that every later version must still read.
+
+A database whose version is newer than this code knows is refused: running old code on
+it could silently misread or damage rows written by the newer schema.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from bot.errors import StoreError
+from bot.types import ToolCall
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    # Single statements, run one by one: ``executescript`` would commit on its own and
+    # break the one-transaction-per-step guarantee.
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "sessions, messages and summaries",
+        (
+            """CREATE TABLE sessions (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                channel TEXT NOT NULL,
+                chat_id TEXT NOT NULL,
+                topic_id TEXT,
+                agent_id TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                archived_at REAL
+            )""",
+            # At most one active session per key; archived ones pile up beside it.
+            """CREATE UNIQUE INDEX sessions_active_key
+                ON sessions (channel, chat_id, ifnull(topic_id, ''), agent_id)
+                WHERE archived_at IS NULL""",
+            # AUTOINCREMENT: message ids are never reused, so "after id N" stays meaningful.
+            """CREATE TABLE messages (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                session_id INTEGER NOT NULL REFERENCES sessions (id),
+                role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'tool')),
+                content TEXT,
+                tool_calls TEXT NOT NULL DEFAULT '[]',
+                tool_call_id TEXT,
+                extras TEXT NOT NULL DEFAULT '{}',
+                model_name TEXT,
+                prompt_tokens INTEGER NOT NULL DEFAULT 0,
+                completion_tokens INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL
+            )""",
+            "CREATE INDEX messages_session_id ON messages (session_id, id)",
+            """CREATE TABLE summaries (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                session_id INTEGER NOT NULL REFERENCES sessions (id),
+                covers_up_to INTEGER NOT NULL REFERENCES messages (id),
+                text TEXT NOT NULL,
+                created_at REAL NOT NULL
+            )""",
+            "CREATE INDEX summaries_session_id ON summaries (session_id, id)",
+        ),
+    ),
+    Migration(
+        2,
+        "durable inbox of channel updates",
+        (
+            # The primary key is the at-most-once guarantee: (channel, update_id) once.
+            """CREATE TABLE inbox (
+                channel TEXT NOT NULL,
+                update_id INTEGER NOT NULL,
+                payload TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done')),
+                received_at REAL NOT NULL,
+                done_at REAL,
+                PRIMARY KEY (channel, update_id)
+            )""",
+            "CREATE INDEX inbox_pending ON inbox (channel, update_id) WHERE status = 'pending'",
+        ),
+    ),
+    Migration(
+        3,
+        "record which model wrote each summary",
+        # Summaries written before v3 have no known model; '' says so.
+        ("ALTER TABLE summaries ADD COLUMN model_name TEXT NOT NULL DEFAULT ''",),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+if [m.version for m in MIGRATIONS] != list(range(1, len(MIGRATIONS) + 1)):  # pragma: no cover
+    raise RuntimeError("MIGRATIONS must be numbered 1, 2, 3, … without gaps")
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _check_not_newer(version: int) -> None:
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"session database has schema version {version}, newer than the {LATEST_VERSION} "
+            "this persona-bridge knows; upgrade persona-bridge or use a backup"
+        )
+
+
+async def migrate(conn: aiosqlite.Connection) -> int:
+    """Bring ``conn`` (autocommit mode) up to ``LATEST_VERSION``; returns the final version.
+
+    sqlite3 errors propagate untranslated; the store turns them into ``StoreError``.
+    """
+    _check_not_newer(await schema_version(conn))
+    for migration in MIGRATIONS:
+        if await schema_version(conn) >= migration.version:
+            continue
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = await schema_version(conn)
+            _check_not_newer(version)
+            if version < migration.version:
+                for statement in migration.statements:
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {migration.version}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+    return await schema_version(conn)
+
+
+# Column encodings. ----------------------------------------------------------------------
+
+
+def clean_text(value: str) -> str:
+    """SQLite wants UTF-8, which cannot hold a lone surrogate such as "\\ud800" (half an
+    emoji cut by a length limit, or a bad JSON escape). Re-pair surrogate pairs and
+    replace lone ones with U+FFFD rather than fail the write."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+def to_json(value: Any) -> str:
+    return clean_text(json.dumps(value, ensure_ascii=False))
+
+
+def encode_tool_calls(calls: tuple[ToolCall, ...]) -> str:
+    fields = ("id", "name", "arguments", "arguments_error", "extras")
+    return to_json([{f: getattr(call, f) for f in fields} for call in calls])
+
+
+def decode_tool_calls(text: str) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(
+            c["id"], c["name"], c["arguments"], c.get("arguments_error"), c.get("extras") or {}
+        )
+        for c in json.loads(text)
+    )

@@ -1,0 +1,419 @@
+"""The SessionStore seam and its SQLite implementation.
+
+Every message of every conversation is appended and never deleted; compaction adds a
+summary, ``/new`` archives. The same database holds the durable inbox: a channel update is
+written here before its offset is confirmed, and (channel, update_id) is stored once, so an
+update is answered at most once across restarts.
+
+One aiosqlite connection is the single writer (aiosqlite runs it on its own thread). An
+asyncio lock lets one operation at a time use it, because statements of concurrent tasks
+would otherwise interleave inside each other's transactions. sqlite3 errors become
+``StoreError`` in exactly one place, ``_translated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+
+from bot.errors import StoreError
+from bot.sessions.schema import clean_text, decode_tool_calls, encode_tool_calls, migrate, to_json
+from bot.types import ChatMessage, Usage
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """Who is talking to whom: channel + chat (+ forum topic) + agent."""
+
+    channel: str
+    chat_id: str
+    topic_id: str | None
+    agent_id: str
+
+    def __post_init__(self) -> None:
+        if self.topic_id == "":  # '' stands for "no topic" in the uniqueness index
+            raise ValueError("SessionKey.topic_id must be None or a non-empty string")
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    session_id: int
+    message: ChatMessage
+    model_name: str | None
+    usage: Usage
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A compaction summary of a session's messages up to and including ``covers_up_to``."""
+
+    session_id: int
+    covers_up_to: int
+    text: str
+    model_name: str  # '' for summaries written before the store recorded it
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: int
+    key: SessionKey
+    archived: bool
+    created_at: float
+    message_count: int
+    last_activity: float | None
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    channel: str
+    update_id: int
+    payload: str  # JSON text, as the channel received it
+    status: str  # "pending" | "done"
+    received_at: float
+
+
+class SessionStore(ABC):
+    """Conversation memory and durable inbox. Raises only ``bot.errors.StoreError``."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema up to date; ``async with`` calls it."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Wait for the operation in progress, then release the database."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abstractmethod
+    async def active_session(self, key: SessionKey) -> int:
+        """The id of the key's non-archived session, created on first use."""
+
+    @abstractmethod
+    async def append(
+        self,
+        session_id: int,
+        message: ChatMessage,
+        *,
+        model_name: str | None = None,
+        usage: Usage | None = None,
+    ) -> int:
+        """Store one message; returns its id, larger than every id before it."""
+
+    @abstractmethod
+    async def messages(
+        self, session_id: int, *, after_id: int = 0, limit: int | None = None
+    ) -> list[StoredMessage]:
+        """Messages with id > ``after_id``, oldest first, at most ``limit`` of them."""
+
+    @abstractmethod
+    async def message_count(self, session_id: int) -> int: ...
+
+    @abstractmethod
+    async def latest_summary(self, session_id: int) -> Summary | None:
+        """The most recently added summary, or None before the first compaction."""
+
+    @abstractmethod
+    async def summaries(self, session_id: int) -> list[Summary]:
+        """Every summary of the session, oldest first (for export)."""
+
+    @abstractmethod
+    async def add_summary(
+        self, session_id: int, covers_up_to: int, text: str, model_name: str
+    ) -> None:
+        """Record a summary; ``covers_up_to`` must be a message of this session."""
+
+    @abstractmethod
+    async def archive(self, key: SessionKey) -> int | None:
+        """``/new``: mark the key's active session archived (kept); returns its id or None."""
+
+    @abstractmethod
+    async def sessions(self, *, include_archived: bool = True) -> list[SessionInfo]:
+        """Every session, oldest first."""
+
+    @abstractmethod
+    async def session_info(self, session_id: int) -> SessionInfo:
+        """One session; StoreError when there is no such id."""
+
+    @abstractmethod
+    async def inbox_put(self, channel: str, update_id: int, payload: str) -> bool:
+        """Persist an update before its offset is confirmed; False if already stored."""
+
+    @abstractmethod
+    async def inbox_pending(self, channel: str | None = None) -> list[InboxRow]:
+        """Updates not yet answered, in arrival order (all channels when None)."""
+
+    @abstractmethod
+    async def inbox_done(self, channel: str, update_id: int) -> None:
+        """Mark an update answered; StoreError if it was never put."""
+
+    @abstractmethod
+    async def inbox_backlog(self) -> int:
+        """How many updates wait to be answered, over all channels."""
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """The one place where sqlite3/aiosqlite errors become ``StoreError``."""
+    try:
+        yield
+    except sqlite3.Error as exc:  # aiosqlite.Error is sqlite3.Error
+        raise StoreError(f"session store: {what} failed: {exc}") from exc
+
+
+def _opt_text(value: str | None) -> str | None:
+    return None if value is None else clean_text(value)
+
+
+_MESSAGE_COLUMNS = (
+    "id, session_id, role, content, tool_calls, tool_call_id, extras, model_name, "
+    "prompt_tokens, completion_tokens, created_at"
+)
+_APPEND = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS.removeprefix('id, ')})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SESSION_QUERY = """
+    SELECT s.id, s.channel, s.chat_id, s.topic_id, s.agent_id, s.archived_at, s.created_at,
+        (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id),
+        (SELECT m.created_at FROM messages m WHERE m.session_id = s.id
+            ORDER BY m.id DESC LIMIT 1)
+    FROM sessions s"""
+_SUMMARY_QUERY = (
+    "SELECT session_id, covers_up_to, text, model_name, created_at FROM summaries"
+    " WHERE session_id = ? ORDER BY id"
+)
+_ACTIVE_QUERY = (
+    "SELECT id FROM sessions WHERE channel = ? AND chat_id = ? AND topic_id IS ?"
+    " AND agent_id = ? AND archived_at IS NULL"
+)
+
+
+def _stored(row: Any) -> StoredMessage:
+    content, calls, call_id, extras = row[3], decode_tool_calls(row[4]), row[5], json.loads(row[6])
+    message = ChatMessage(row[2], content, calls, call_id, extras)
+    return StoredMessage(row[0], row[1], message, row[7], Usage(row[8], row[9]), row[10])
+
+
+def _info(row: Any) -> SessionInfo:
+    key = SessionKey(row[1], row[2], row[3], row[4])
+    return SessionInfo(row[0], key, row[5] is not None, row[6], row[7], row[8])
+
+
+def _key_params(key: SessionKey) -> tuple[str, str, str | None, str]:
+    return (key.channel, key.chat_id, key.topic_id, key.agent_id)
+
+
+class SqliteSessionStore(SessionStore):
+    """The default store: one SQLite file in WAL mode; ``":memory:"`` works for tests."""
+
+    def __init__(
+        self, path: Path | str, *, clock: Callable[[], float] = time.time, busy_ms: int = 5000
+    ) -> None:
+        self._path = str(path)
+        self._clock = clock
+        self._busy_ms = int(busy_ms)
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        with _translated(f"opening {self._path}"):
+            conn = await aiosqlite.connect(self._path, isolation_level=None)
+            try:
+                # WAL: readers (sessions export, ops) never block the bot's writes.
+                # synchronous=NORMAL survives a process crash; only power loss can undo
+                # the last commits, and it keeps commits cheap.
+                await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA synchronous = NORMAL")
+                await conn.execute("PRAGMA foreign_keys = ON")
+                await migrate(conn)
+            except BaseException:
+                await conn.close()
+                raise
+        self._conn = conn
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with _translated("closing"):
+                    await conn.close()
+
+    @asynccontextmanager
+    async def _use(
+        self, what: str, *, transaction: bool = False
+    ) -> AsyncIterator[aiosqlite.Connection]:
+        """The one door to the connection: serialises callers, translates errors, and
+        wraps multi-statement work in a short ``BEGIN IMMEDIATE`` transaction (a single
+        statement is atomic on its own in autocommit mode)."""
+        async with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"session store: {what}: the store is not open")
+            with _translated(what):
+                if not transaction:
+                    yield conn
+                    return
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
+
+    async def _fetch(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        async with self._use(what) as conn:
+            return list(await conn.execute_fetchall(sql, params))
+
+    async def _write(self, what: str, sql: str, params: tuple[Any, ...]) -> tuple[int, int]:
+        """Run one statement; returns (lastrowid, rowcount)."""
+        async with self._use(what) as conn, conn.execute(sql, params) as cursor:
+            return cursor.lastrowid or 0, cursor.rowcount
+
+    async def active_session(self, key: SessionKey) -> int:
+        async with self._use("active_session", transaction=True) as conn:
+            rows = list(await conn.execute_fetchall(_ACTIVE_QUERY, _key_params(key)))
+            if rows:
+                return int(rows[0][0])
+            sql = (
+                "INSERT INTO sessions (channel, chat_id, topic_id, agent_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?)"
+            )
+            params = (*(_opt_text(p) for p in _key_params(key)), self._clock())
+            async with conn.execute(sql, params) as cursor:
+                return cursor.lastrowid or 0
+
+    async def append(
+        self,
+        session_id: int,
+        message: ChatMessage,
+        *,
+        model_name: str | None = None,
+        usage: Usage | None = None,
+    ) -> int:
+        usage = usage or Usage()
+        params = (
+            session_id,
+            message.role,
+            _opt_text(message.content),
+            encode_tool_calls(message.tool_calls),
+            _opt_text(message.tool_call_id),
+            to_json(message.extras),
+            _opt_text(model_name),
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            self._clock(),
+        )
+        return (await self._write("append", _APPEND, params))[0]
+
+    async def messages(
+        self, session_id: int, *, after_id: int = 0, limit: int | None = None
+    ) -> list[StoredMessage]:
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id > ?"
+        params = (session_id, after_id, -1 if limit is None else limit)
+        rows = await self._fetch("messages", sql + " ORDER BY id LIMIT ?", params)
+        return [_stored(row) for row in rows]
+
+    async def message_count(self, session_id: int) -> int:
+        sql = "SELECT COUNT(*) FROM messages WHERE session_id = ?"
+        return int((await self._fetch("message_count", sql, (session_id,)))[0][0])
+
+    async def summaries(self, session_id: int) -> list[Summary]:
+        return [Summary(*r) for r in await self._fetch("summaries", _SUMMARY_QUERY, (session_id,))]
+
+    async def latest_summary(self, session_id: int) -> Summary | None:
+        sql = _SUMMARY_QUERY.replace("ORDER BY id", "ORDER BY id DESC LIMIT 1")
+        rows = await self._fetch("latest_summary", sql, (session_id,))
+        return Summary(*rows[0]) if rows else None
+
+    async def add_summary(
+        self, session_id: int, covers_up_to: int, text: str, model_name: str
+    ) -> None:
+        async with self._use("add_summary", transaction=True) as conn:
+            check = "SELECT 1 FROM messages WHERE id = ? AND session_id = ?"
+            if not list(await conn.execute_fetchall(check, (covers_up_to, session_id))):
+                raise StoreError(
+                    f"session store: message {covers_up_to} is not in session {session_id}"
+                )
+            await conn.execute(
+                "INSERT INTO summaries (session_id, covers_up_to, text, model_name, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (session_id, covers_up_to, clean_text(text), clean_text(model_name), self._clock()),
+            )
+
+    async def archive(self, key: SessionKey) -> int | None:
+        async with self._use("archive", transaction=True) as conn:
+            rows = list(await conn.execute_fetchall(_ACTIVE_QUERY, _key_params(key)))
+            if not rows:
+                return None
+            sql = "UPDATE sessions SET archived_at = ? WHERE id = ?"
+            await conn.execute(sql, (self._clock(), rows[0][0]))
+            return int(rows[0][0])
+
+    async def sessions(self, *, include_archived: bool = True) -> list[SessionInfo]:
+        where = "" if include_archived else " WHERE s.archived_at IS NULL"
+        rows = await self._fetch("sessions", f"{_SESSION_QUERY}{where} ORDER BY s.id")
+        return [_info(row) for row in rows]
+
+    async def session_info(self, session_id: int) -> SessionInfo:
+        rows = await self._fetch("session_info", f"{_SESSION_QUERY} WHERE s.id = ?", (session_id,))
+        if not rows:
+            raise StoreError(f"session store: no session with id {session_id}")
+        return _info(rows[0])
+
+    async def inbox_put(self, channel: str, update_id: int, payload: str) -> bool:
+        sql = (
+            "INSERT OR IGNORE INTO inbox (channel, update_id, payload, received_at)"
+            " VALUES (?, ?, ?, ?)"
+        )
+        params = (clean_text(channel), update_id, clean_text(payload), self._clock())
+        return (await self._write("inbox_put", sql, params))[1] == 1
+
+    async def inbox_pending(self, channel: str | None = None) -> list[InboxRow]:
+        sql = "SELECT channel, update_id, payload, status, received_at FROM inbox"
+        sql += " WHERE status = 'pending'" + ("" if channel is None else " AND channel = ?")
+        # rowid is arrival order; received_at could go backwards with the wall clock.
+        params = () if channel is None else (channel,)
+        rows = await self._fetch("inbox_pending", sql + " ORDER BY rowid", params)
+        return [InboxRow(*row) for row in rows]
+
+    async def inbox_done(self, channel: str, update_id: int) -> None:
+        sql = (
+            "UPDATE inbox SET status = 'done', done_at = ifnull(done_at, ?)"
+            " WHERE channel = ? AND update_id = ?"
+        )
+        if (await self._write("inbox_done", sql, (self._clock(), channel, update_id)))[1] != 1:
+            raise StoreError(f"session store: inbox has no update {channel}/{update_id}")
+
+    async def inbox_backlog(self) -> int:
+        sql = "SELECT COUNT(*) FROM inbox WHERE status = 'pending'"
+        return int((await self._fetch("inbox_backlog", sql))[0][0])
