@@ -69,16 +69,17 @@ class App:
         """Open the store, then start every channel; one bad bot does not stop the others."""
         await self.store.open()
         channels = list(self._channel_factory(self.loaded, self.store))
+        # Registered before starting: a channel replays its pending inbox during start().
+        self.channels = {c.name: c for c in channels}
         results = await asyncio.gather(
             *(c.start(self.handle) for c in channels), return_exceptions=True
         )
         for channel, result in zip(channels, results, strict=True):
             if isinstance(result, ChannelError):
                 log.error("channel %s not started: %s", channel.name, result)
+                del self.channels[channel.name]
             elif isinstance(result, BaseException):
                 raise result
-            else:
-                self.channels[channel.name] = channel
         if not self.channels:
             raise ChannelError("no channel could start")
 
@@ -99,9 +100,13 @@ class App:
         self.lanes.submit(message.chat_key, lambda: self._turn(message))
 
     async def _turn(self, message: InboundMessage) -> None:
-        route = self.router.route(message.channel, message.chat_id, message.topic_id)
         channel = self.channels.get(message.channel)
-        if route is None or channel is None:
+        if channel is None:
+            # Left pending in the inbox: answered when the channel runs again.
+            log.error("channel %s is not running; message kept for later", message.channel)
+            return
+        route = self.router.route(message.channel, message.chat_id, message.topic_id)
+        if route is None:
             log.warning("no binding for channel %s chat %s", message.channel, message.chat_id)
             await self._done(message)
             return

@@ -47,6 +47,11 @@ def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> RedactingFilt
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "telegram", "aiosqlite"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_chatty_libraries()
     return redactor
+
+
+def quiet_chatty_libraries() -> None:
+    """httpx and PTB log Bot API URLs (token inside) at INFO/DEBUG; keep them to warnings."""
+    for noisy in ("httpx", "httpcore", "telegram", "aiosqlite", "markdown_it"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -81,7 +81,7 @@ class BridgeProcess:
         config_path: Path,
         *,
         env: Mapping[str, str] | None = None,
-        args: Sequence[str] = (),
+        args: Sequence[str] = ("--log-level", "DEBUG"),
     ) -> None:
         self.config_path = config_path
         self.log_path = config_path.with_suffix(".log")
