@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
-from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, RecordedRequest, Reply, Slow
+from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Reply, Slow
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
 
@@ -63,7 +62,7 @@ async def test_three_bots_ten_chats_interleaved_in_order(
             assert reply.text.startswith(f"[model={bot.model}] [system={bot.persona}]")
     assert await bridge.stop() == 0
     # The third message of a chat saw the first two as history.
-    last = [r for r in fake_llm.requests if r.last_user_text == "chat4-msg2"][0]
+    last = next(r for r in fake_llm.requests if r.last_user_text == "chat4-msg2")
     contents = [m["content"] for m in last.body["messages"]]
     assert "chat4-msg0" in contents
     assert "chat4-msg1" in contents
@@ -91,7 +90,6 @@ async def test_kill_9_mid_turn_then_restart_answers_every_message_exactly_once(
     await bridge.kill()
     assert all(fake_telegram.sent(b.token) == [] for b in bots)
 
-    fake_llm.set_default(None, Reply("answered"))
     fake_llm.set_default(None, lambda r: Reply(f"answer to {r.last_user_text}"))
     restarted = BridgeProcess(bridge.config_path)
     await started(restarted, fake_telegram, bots)
@@ -227,19 +225,14 @@ async def test_commands_new_and_status(
     assert "Last answer from: m-alice" in status
     assert "Session: 2 messages" in status
     assert [c.params.get("commands") for c in fake_telegram.calls_to("setMyCommands", token)]
-    fresh = [r for r in fake_llm.requests if r.last_user_text == "fresh start"][0]
+    fresh = next(r for r in fake_llm.requests if r.last_user_text == "fresh start")
     assert "remember the codeword" not in str(fresh.body["messages"])
 
 
-def _typing_seen(request: RecordedRequest) -> Reply:
-    return Reply("done")
-
-
-@pytest.mark.parametrize("seconds", [4.5])
 async def test_typing_indicator_is_kept_alive(
-    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM, seconds: float
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
 ) -> None:
-    fake_llm.set_default(None, Slow(seconds))
+    fake_llm.set_default(None, Slow(4.5))  # longer than one typing refresh (4 s)
     bridge = BridgeProcess.write(tmp_path, config_for(fake_telegram, fake_llm, [ALICE]))
     await started(bridge, fake_telegram, [ALICE])
     fake_telegram.inject_message(ALICE.token, chat_id=13, text="think hard")
@@ -248,3 +241,50 @@ async def test_typing_indicator_is_kept_alive(
     actions = [a for a in fake_telegram.chat_actions(ALICE.token) if a[0] == 13]
     assert len(actions) >= 2  # refreshed while the model worked
     assert {a[1] for a in actions} == {"typing"}
+
+
+async def test_rejected_token_is_reported_and_other_bots_keep_working(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    config = config_for(fake_telegram, fake_llm, [ALICE])
+    stranger_token = "2999999:never-registered-token-ZZZZZZZZZZZZZZ"
+    config["channels"]["telegram_bots"].append(
+        {
+            "id": "ghost",
+            "token": stranger_token,
+            "allow_from": ["*"],
+            "api_base": fake_telegram.base_url,
+        }
+    )
+    config["bindings"].append({"agent_id": "alice", "match": {"channel": "telegram-ghost"}})
+    bridge = BridgeProcess.write(tmp_path, config)
+    await started(bridge, fake_telegram, [ALICE])
+    fake_telegram.inject_message(ALICE.token, chat_id=14, text="still there?")
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=14, timeout=30)
+    assert await bridge.stop() == 0
+    assert reply.text.endswith("] still there?")
+    assert "channel telegram-ghost not started: Telegram rejected the bot token" in bridge.logs()
+
+
+async def test_polling_survives_getupdates_failures_with_backoff(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    bridge = BridgeProcess.write(tmp_path, config_for(fake_telegram, fake_llm, [ALICE]))
+    await started(bridge, fake_telegram, [ALICE])
+    # The parked long poll returns the first message; the next three polls then fail.
+    fake_telegram.fail_next(
+        ALICE.token, "getUpdates", status=502, description="Bad Gateway", times=2
+    )
+    fake_telegram.drop_connection_next(ALICE.token, "getUpdates")
+    fake_telegram.inject_message(ALICE.token, chat_id=15, text="before the outage")
+    await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=15, timeout=30)
+    fake_telegram.inject_message(ALICE.token, chat_id=15, text="after the outage")
+    replies = await fake_telegram.wait_for_sent(ALICE.token, 2, chat_id=15, timeout=60)
+    assert await bridge.stop() == 0
+    assert replies[1].text.endswith("] after the outage")
+    polls = fake_telegram.calls_to("getUpdates", ALICE.token)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(polls)]
+    # Failed polls are retried after 1 s, 2 s, 4 s: backoff, not a busy loop.
+    assert len(polls) >= 5
+    assert max(gaps) >= 3.5
+    assert sum(1 for g in gaps if g < 0.5) <= 3
