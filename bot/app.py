@@ -22,6 +22,7 @@ from bot.lanes import ChatLanes
 from bot.providers.dispatcher import ProviderDispatcher
 from bot.providers.fallback import FallbackChain, RoleChains
 from bot.routing import Router
+from bot.sessions.compaction import CompactionWorker
 from bot.sessions.store import SessionStore, SqliteSessionStore
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class App:
         self.roles = RoleChains(config.roles, self.chain)
         self.router = Router(config.bindings)
         self.agents = agents_from(loaded)
-        self.runner = TurnRunner(self.chain, self.store, config.session)
+        self.compaction = CompactionWorker(self.store, self.roles, config.session)
+        self.runner = TurnRunner(self.chain, self.store, config.session, self.compaction)
         self.commands = CommandHandler(self.store, self.chain.cooldowns)
         self.lanes = ChatLanes()
         self._channel_factory = channels
@@ -68,6 +70,7 @@ class App:
     async def start(self) -> None:
         """Open the store, then start every channel; one bad bot does not stop the others."""
         await self.store.open()
+        self.compaction.start()
         channels = list(self._channel_factory(self.loaded, self.store))
         # Registered before starting: a channel replays its pending inbox during start().
         self.channels = {c.name: c for c in channels}
@@ -93,6 +96,7 @@ class App:
         for channel in channels:
             if isinstance(channel, TelegramChannel):
                 await channel.close()
+        await self.compaction.stop()
         await self.dispatcher.aclose()
         await self.store.aclose()
 

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from bot import __version__
 from bot.config.loader import LoadedConfig, load_config, resolve_path
 from bot.config.report import render
-from bot.errors import ConfigError, PersonaBridgeError
+from bot.errors import ConfigError, PersonaBridgeError, StoreError
 from bot.ops import logs
 
 EX_CONFIG = 78
 EX_SOFTWARE = 70
+CONFIG_HELP = "config file (default: $PERSONA_BRIDGE_CONFIG, then ./config.json)"
 
 log = logging.getLogger("bot")
 
@@ -29,12 +30,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EX_CONFIG
+    try:
+        return _dispatch(args, loaded)
+    except StoreError as exc:
+        print(f"session store: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if args.command == "check-config":
         print(render(loaded.config))
         print(f"\n{loaded.path}: OK")
         return 0
     if args.command == "models":
         return asyncio.run(_models_check(loaded))
+    if args.command == "sessions":
+        return asyncio.run(_sessions(loaded, args))
     return _run(loaded, args.log_level)
 
 
@@ -49,19 +60,41 @@ def _parser() -> argparse.ArgumentParser:
         ("check-config", "validate the config and print channel → agent → model chain"),
     ):
         command = commands.add_parser(name, help=text, description=text)
-        command.add_argument(
-            "--config", help="config file (default: $PERSONA_BRIDGE_CONFIG, then ./config.json)"
-        )
+        command.add_argument("--config", help=CONFIG_HELP)
         command.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
     models = commands.add_parser("models", help="model checks", description="model checks")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     check = models_commands.add_parser(
         "check", help="send one tiny request through every model entry; print latency and ok"
     )
-    check.add_argument(
-        "--config", help="config file (default: $PERSONA_BRIDGE_CONFIG, then ./config.json)"
-    )
+    check.add_argument("--config", help=CONFIG_HELP)
+    sessions = commands.add_parser("sessions", help="inspect the session store")
+    sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
+    listing = sessions_commands.add_parser("list", help="every session, archived ones too")
+    show = sessions_commands.add_parser("show", help="one session's messages and summaries")
+    show.add_argument("session_id", type=int, metavar="ID")
+    export = sessions_commands.add_parser("export", help="JSON Lines on stdout")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("session_id", type=int, nargs="?", metavar="ID")
+    which.add_argument("--all", action="store_true", help="every session")
+    for command in (listing, show, export):
+        command.add_argument("--config", help=CONFIG_HELP)
     return parser
+
+
+async def _sessions(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    from bot.sessions import inspect
+    from bot.sessions.store import SqliteSessionStore
+
+    if not loaded.database.exists():
+        print(f"{loaded.database}: no session database yet", file=sys.stderr)
+        return 1
+    async with SqliteSessionStore(loaded.database) as store:
+        if args.sessions_command == "list":
+            return await inspect.list_sessions(store)
+        if args.sessions_command == "show":
+            return await inspect.show_session(store, args.session_id)
+        return await inspect.export_sessions(store, None if args.all else args.session_id)
 
 
 async def _models_check(loaded: LoadedConfig) -> int:

@@ -8,7 +8,7 @@ from bot.agents.agent import Agent
 from bot.agents.turn import session_key
 from bot.providers.cooldown import CooldownBook
 from bot.routing import Route
-from bot.sessions.context import estimate_tokens
+from bot.sessions.context import unsummarised_tokens
 from bot.sessions.store import SessionStore
 
 COMMANDS = ("start", "help", "new", "status")
@@ -49,10 +49,14 @@ class CommandHandler:
 
     async def _status(self, agent: Agent, route: Route) -> str:
         session_id = await self._store.active_session(session_key(route))
-        messages = await self._store.messages(session_id)
+        count = await self._store.message_count(session_id)
         summary = await self._store.latest_summary(session_id)
-        last_model = next((m.model_name for m in reversed(messages) if m.model_name), None)
-        tokens = sum(estimate_tokens(m.message.content or "") for m in messages)
+        # Only what the model still sees verbatim: a long session stays cheap to inspect.
+        recent = await self._store.messages(
+            session_id, after_id=summary.covers_up_to if summary else 0
+        )
+        last_model = next((m.model_name for m in reversed(recent) if m.model_name), None)
+        tokens = unsummarised_tokens(recent)
         chain = []
         for name in agent.chain.names:
             left = self._cooldowns.remaining(name)
@@ -61,7 +65,7 @@ class CommandHandler:
             f"Agent: {agent.display_name} ({agent.id})",
             f"Models: {' → '.join(chain)}",
             f"Last answer from: {last_model or 'nobody yet'}",
-            f"Session: {len(messages)} messages, about {tokens} tokens",
+            f"Session: {count} messages, about {tokens} tokens not yet summarised",
         ]
         if summary is None:
             lines.append("Compaction: not yet")

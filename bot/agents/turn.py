@@ -14,6 +14,7 @@ from bot.config.schema import SessionSettings
 from bot.errors import ContextWindowExceeded
 from bot.providers.fallback import FallbackChain
 from bot.routing import Route
+from bot.sessions.compaction import CompactionWorker
 from bot.sessions.context import build_context
 from bot.sessions.store import SessionKey, SessionStore
 from bot.types import ChatMessage, ChatRequest, ChatResponse
@@ -34,11 +35,16 @@ def session_key(route: Route) -> SessionKey:
 
 class TurnRunner:
     def __init__(
-        self, chain: FallbackChain, store: SessionStore, settings: SessionSettings
+        self,
+        chain: FallbackChain,
+        store: SessionStore,
+        settings: SessionSettings,
+        compaction: CompactionWorker,
     ) -> None:
         self._chain = chain
         self._store = store
         self._settings = settings
+        self._compaction = compaction
 
     async def run(self, agent: Agent, route: Route, text: str) -> TurnResult:
         session_id = await self._store.active_session(session_key(route))
@@ -47,7 +53,9 @@ class TurnRunner:
         try:
             response = await self._ask(agent, session_id, budget)
         except ContextWindowExceeded:
-            # The model's window is smaller than our estimate said: retry once with half.
+            # The model's window is smaller than our estimate said: compact in the
+            # background and retry this turn once with half the context.
+            self._compaction.request(session_id)
             log.warning(
                 "agent %s: context window exceeded; retrying with a smaller context", agent.id
             )
@@ -60,6 +68,7 @@ class TurnRunner:
             model_name=response.model_name,
             usage=response.usage,
         )
+        await self._compaction.note_growth(session_id)
         return TurnResult(response.text, response.model_name, session_id)
 
     async def _ask(self, agent: Agent, session_id: int, budget: int) -> ChatResponse:

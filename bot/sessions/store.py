@@ -253,6 +253,8 @@ class SqliteSessionStore(SessionStore):
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = NORMAL")
                 await conn.execute("PRAGMA foreign_keys = ON")
+                # 16 MiB of page cache keeps the hot index pages of long sessions in memory.
+                await conn.execute("PRAGMA cache_size = -16384")
                 await migrate(conn)
             except BaseException:
                 await conn.close()
