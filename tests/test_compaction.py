@@ -148,3 +148,27 @@ def test_cut_never_separates_a_tool_call_from_its_result() -> None:
     assert summary_cut(messages, keep_recent=2) == 3  # not 4: that would orphan #5
     assert summary_cut(messages, keep_recent=3) == 3
     assert summary_cut(messages, keep_recent=10) == 0
+
+
+async def test_context_window_error_compacts_and_retries_the_turn(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    fake_llm.set_default(SUMMARY_MODEL, faithful_summary)
+    bridge = await start_bridge(tmp_path, fake_telegram, fake_llm)
+    for n in range(1, 6):
+        await turn(fake_telegram, n, f"Short turn {n}.")
+    fake_llm.script(
+        "alice-model",
+        Fault(
+            400, "This model's maximum context length is 128 tokens", code="context_length_exceeded"
+        ),
+    )
+    reply = await turn(fake_telegram, 6, "This one overflows.")
+    await fake_llm.wait_for_requests(1, model=SUMMARY_MODEL, timeout=30)
+    assert await bridge.stop() == 0
+    assert reply.endswith("This one overflows.")  # the retry answered
+    overflowed = [
+        r for r in fake_llm.requests_for("alice-model") if r.last_user_text == "This one overflows."
+    ]
+    assert len(overflowed) == 2
+    assert prompt_chars(overflowed[1]) <= prompt_chars(overflowed[0])

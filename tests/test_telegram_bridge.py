@@ -8,6 +8,8 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Reply, Slow
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
@@ -288,3 +290,74 @@ async def test_polling_survives_getupdates_failures_with_backoff(
     assert len(polls) >= 5
     assert max(gaps) >= 3.5
     assert sum(1 for g in gaps if g < 0.5) <= 3
+
+
+@pytest.mark.parametrize(
+    ("policy", "answered"),
+    [("all", ["plain chatter", "reply to you"]), ("off", []), ("mention", ["reply to you"])],
+)
+async def test_group_policies_and_reply_to_the_bot(
+    tmp_path: Path,
+    fake_telegram: FakeTelegram,
+    fake_llm: FakeLLM,
+    policy: str,
+    answered: list[str],
+) -> None:
+    config = config_for(fake_telegram, fake_llm, [ALICE])
+    config["channels"]["telegram_bots"][0]["group_policy"] = policy
+    bridge = BridgeProcess.write(tmp_path, config)
+    await started(bridge, fake_telegram, [ALICE])
+    token = ALICE.token
+    bot_user = {"id": 2000000, "is_bot": True, "first_name": "alice", "username": "alice_bot"}
+    group = {"id": -600, "type": "group", "title": "Trip"}
+    person = {"id": 16, "is_bot": False, "first_name": "Pat"}
+    fake_telegram.inject_message(
+        token, chat_id=-600, user_id=16, chat_type="group", text="plain chatter"
+    )
+    fake_telegram.inject_update(
+        token,
+        {
+            "message": {
+                "message_id": 51,
+                "date": 1_700_000_000,
+                "chat": group,
+                "from": person,
+                "text": "reply to you",
+                "reply_to_message": {
+                    "message_id": 50,
+                    "date": 1_699_999_999,
+                    "chat": group,
+                    "from": bot_user,
+                    "text": "earlier words",
+                },
+            }
+        },
+    )
+    fake_telegram.inject_message(token, chat_id=16, text="sync")  # processed after both
+    await fake_telegram.wait_for_sent(token, 1, chat_id=16, timeout=30)
+    if answered:
+        await fake_telegram.wait_for_sent(token, len(answered), chat_id=-600, timeout=30)
+    assert await bridge.stop() == 0
+    group_texts = [
+        r.last_user_text for r in fake_llm.requests if r.last_user_text not in ("hello", "sync")
+    ]
+    assert group_texts == answered
+
+
+async def test_bot_authors_allowed_but_loop_guarded(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    config = config_for(fake_telegram, fake_llm, [ALICE])
+    config["channels"]["telegram_bots"][0]["allow_bots"] = True
+    bridge = BridgeProcess.write(tmp_path, config)
+    await started(bridge, fake_telegram, [ALICE])
+    for n in range(6):
+        fake_telegram.inject_message(
+            ALICE.token, chat_id=17, user_id=555, from_bot=True, text=f"bot says {n}"
+        )
+    fake_telegram.inject_message(ALICE.token, chat_id=18, text="human elsewhere")
+    await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=18, timeout=30)
+    await fake_telegram.wait_for_sent(ALICE.token, 3, chat_id=17, timeout=30)
+    assert await bridge.stop() == 0
+    assert len(fake_telegram.sent(ALICE.token, chat_id=17)) == 3  # BOT_LOOP_LIMIT
+    assert "bot-to-bot loop guard tripped" in bridge.logs()
