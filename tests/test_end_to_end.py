@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Fault, bridge_config
@@ -117,3 +119,18 @@ async def test_all_models_failing_gives_the_user_one_short_sentence(
         assert await bridge.stop() == 0
     assert reply.text == "All models are unavailable right now; try again in a minute."
     assert [r.model for r in fake_llm.requests] == ["alice-model-x", "cheap-summary"]
+
+
+async def test_offline_demo_runs() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.testing.demo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    text = out.decode()
+    assert process.returncode == 0
+    assert "@alice_bot → you: [model=strong-cloud-model] [system=You are Alice" in text
+    assert "@bob_bot → you: [model=small-local-model] [system=You are Bob" in text
