@@ -14,12 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from bot.config.schema import ModelEntry
 from bot.errors import InvalidResponse
-from bot.providers import http_errors
-from bot.providers.base import Provider
+from bot.providers.http_base import HttpProvider
 from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -29,26 +25,13 @@ DEFAULT_MAX_TOKENS = 4096
 _EMPTY_SCHEMA: JSONObject = {"type": "object", "properties": {}}
 
 
-class AnthropicProvider(Provider):
-    def __init__(self, entry: ModelEntry, client: httpx.AsyncClient) -> None:
-        self._entry = entry
-        self._client = client  # shared with every HTTP provider; the dispatcher closes it
-        self._url = f"{entry.base_url}/v1/messages"
-        self._timeout = httpx.Timeout(entry.timeout_s, connect=min(10.0, entry.timeout_s))
+class AnthropicProvider(HttpProvider):
+    path = "/v1/messages"
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        name = self._entry.model_name
-        try:
-            response = await self._client.post(
-                self._url, json=self.body(request), headers=self._headers(), timeout=self._timeout
-            )
-        except httpx.HTTPError as exc:
-            raise http_errors.from_transport_error(exc, name) from exc
-        if response.status_code != 200:
-            # Anthropic's {"type": "error", "error": {"type", "message"}} is already understood
-            # there: 529 overloaded is >= 500, "prompt is too long" is a context marker.
-            raise http_errors.from_response(response, name)
-        return self._parse(http_errors.parse_json(response, name))
+        # Anthropic's {"type": "error", "error": {"type", "message"}} is understood by
+        # http_errors: 529 overloaded is >= 500, "prompt is too long" is a context marker.
+        return self._parse(await self._post_json(self.body(request)))
 
     def body(self, request: ChatRequest) -> JSONObject:
         """The wire body; public so tests and ``models check`` can inspect it."""

@@ -7,10 +7,9 @@ from typing import Any
 
 import httpx
 
-from bot.config.schema import ModelEntry
 from bot.errors import InvalidResponse
 from bot.providers import http_errors
-from bot.providers.base import Provider
+from bot.providers.http_base import HttpProvider
 from bot.providers.openai_stream import StreamAssembler, as_object
 from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall, Usage
 
@@ -18,27 +17,17 @@ from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCa
 NON_STANDARD_FIELDS = ("reasoning_content", "extra_content", "thought_signature")
 
 
-class OpenAIProvider(Provider):
-    def __init__(self, entry: ModelEntry, client: httpx.AsyncClient) -> None:
-        self._entry = entry
-        self._client = client  # shared with every HTTP provider; the dispatcher closes it
-        self._url = f"{entry.base_url}/chat/completions"
-        self._timeout = httpx.Timeout(entry.timeout_s, connect=min(10.0, entry.timeout_s))
+class OpenAIProvider(HttpProvider):
+    path = "/chat/completions"
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        name = self._entry.model_name
         body = self.body(request)
+        if request.stream_to is None:
+            return self._parse(await self._post_json(body))
         try:
-            if request.stream_to is not None:
-                return await self._stream(body, request)
-            response = await self._client.post(
-                self._url, json=body, headers=self._headers(), timeout=self._timeout
-            )
+            return await self._stream(body, request)
         except httpx.HTTPError as exc:
-            raise http_errors.from_transport_error(exc, name) from exc
-        if response.status_code != 200:
-            raise http_errors.from_response(response, name)
-        return self._parse(http_errors.parse_json(response, name))
+            raise http_errors.from_transport_error(exc, self._entry.model_name) from exc
 
     async def _stream(self, body: JSONObject, request: ChatRequest) -> ChatResponse:
         name = self._entry.model_name
