@@ -396,3 +396,11 @@ def test_html_errors_name_the_problem(source: str, reason: str) -> None:
     with pytest.raises(HtmlParseError) as caught:
         parse_html(source)
     assert str(caught.value) == reason
+
+
+def test_html_checker_survives_lone_surrogates_and_huge_entities() -> None:
+    from bot.testing.telegram_html import HtmlParseError, parse_html
+
+    assert parse_html("a\ud800b").text == "a\ud800b"
+    with pytest.raises(HtmlParseError):
+        parse_html("&#" + "9" * 5000 + ";")

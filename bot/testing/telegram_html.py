@@ -81,11 +81,12 @@ class _OpenTag:
 
 def utf16_len(text: str) -> int:
     """Length as Telegram counts it: UTF-16 code units (an emoji outside the BMP counts 2)."""
-    return len(text.encode("utf-16-le")) // 2
+    # surrogatepass: a lone surrogate is one code unit, not a crash of the fake server.
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _byte_offset(source: str, index: int) -> int:
-    return len(source[:index].encode("utf-8"))
+    return len(source[:index].encode("utf-8", "surrogatepass"))
 
 
 def _decode_entity(source: str, pos: int) -> tuple[str, int] | None:
@@ -104,7 +105,7 @@ def _decode_entity(source: str, pos: int) -> tuple[str, int] | None:
         start = end
         while end < len(source) and source[end] in digits:
             end += 1
-        if start == end:
+        if start == end or end - start > 8:  # longer than any code point; int() would balk
             return None
         code = int(source[start:end], base)
         if code == 0 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
