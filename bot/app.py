@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from bot.agents.agent import agents_from
+from bot.agents.subagents import SubAgents
 from bot.agents.turn import TurnRunner
 from bot.channels.base import Channel, InboundMessage, Inbox
 from bot.channels.telegram import TelegramChannel
@@ -21,7 +22,7 @@ from bot.errors import AllModelsFailed, ChannelError, ProviderError, StoreError
 from bot.lanes import ChatLanes
 from bot.providers.dispatcher import ProviderDispatcher
 from bot.providers.fallback import FallbackChain, RoleChains
-from bot.routing import Router
+from bot.routing import Route, Router
 from bot.sessions.compaction import CompactionWorker
 from bot.sessions.store import SessionStore, SqliteSessionStore
 
@@ -44,6 +45,7 @@ class App:
         *,
         channels: ChannelFactory = telegram_channels,
         store: SessionStore | None = None,
+        router: Router | None = None,
     ) -> None:
         config = loaded.config
         self.loaded = loaded
@@ -51,10 +53,14 @@ class App:
         self.dispatcher = ProviderDispatcher(config.model_list)
         self.chain = FallbackChain(self.dispatcher)
         self.roles = RoleChains(config.roles, self.chain)
-        self.router = Router(config.bindings)
+        self.router = router or Router(config.bindings)
         self.agents = agents_from(loaded)
         self.compaction = CompactionWorker(self.store, self.roles, config.session)
-        self.runner = TurnRunner(self.chain, self.store, config.session, self.compaction)
+        self.subagents = SubAgents(self.agents, self.store, self._post_result)
+        self.runner = TurnRunner(
+            self.chain, self.store, config.session, self.compaction, self.subagents.registry()
+        )
+        self.subagents.bind(self.runner)
         self.commands = CommandHandler(self.store, self.chain.cooldowns)
         self.lanes = ChatLanes()
         self._channel_factory = channels
@@ -96,6 +102,7 @@ class App:
         for channel in channels:
             if isinstance(channel, TelegramChannel):
                 await channel.close()
+        await self.subagents.stop()
         await self.compaction.stop()
         await self.dispatcher.aclose()
         await self.store.aclose()
@@ -151,6 +158,19 @@ class App:
             result.model_name,
         )
         return result.text
+
+    async def _post_result(self, route: Route, text: str) -> None:
+        """A spawned task finished: its result goes to the chat that asked for it."""
+        channel = self.channels.get(route.channel)
+        if channel is None:
+            log.error("spawn result for channel %s dropped: channel not running", route.channel)
+            return
+        try:
+            await channel.send(route.chat_id, text, topic_id=route.topic_id)
+        except ChannelError as exc:
+            log.error(
+                "spawn result to channel=%s chat=%s failed: %s", route.channel, route.chat_id, exc
+            )
 
     async def _done(self, message: InboundMessage) -> None:
         if message.inbox_id is not None:

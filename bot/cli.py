@@ -46,6 +46,8 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         return asyncio.run(_models_check(loaded))
     if args.command == "sessions":
         return asyncio.run(_sessions(loaded, args))
+    if args.command == "chat":
+        return _chat(loaded, args.agent_id)
     return _run(loaded, args.log_level)
 
 
@@ -68,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="send one tiny request through every model entry; print latency and ok"
     )
     check.add_argument("--config", help=CONFIG_HELP)
+    chat = commands.add_parser(
+        "chat", help="talk to an agent in the terminal (same router, sessions and models)"
+    )
+    chat.add_argument("agent_id", metavar="AGENT_ID")
+    chat.add_argument("--config", help=CONFIG_HELP)
     sessions = commands.add_parser("sessions", help="inspect the session store")
     sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
     listing = sessions_commands.add_parser("list", help="every session, archived ones too")
@@ -80,6 +87,32 @@ def _parser() -> argparse.ArgumentParser:
     for command in (listing, show, export):
         command.add_argument("--config", help=CONFIG_HELP)
     return parser
+
+
+def _chat(loaded: LoadedConfig, agent_id: str) -> int:
+    from bot.app import App
+    from bot.channels.console import CHANNEL, ConsoleChannel
+    from bot.config.schema import Binding, BindingMatch
+    from bot.routing import Router
+
+    agents = {a.id: a for a in loaded.config.agents.list}
+    if agent_id not in agents:
+        print(f"chat: unknown agent {agent_id!r}; use one of: {', '.join(agents)}", file=sys.stderr)
+        return 2
+    console = ConsoleChannel(agents[agent_id].display_name)
+    binding = Binding(agent_id=agent_id, match=BindingMatch(channel=CHANNEL))
+    app = App(loaded, channels=lambda _loaded, _inbox: [console], router=Router([binding]))
+    logs.configure("WARNING", app.secrets())
+
+    async def converse() -> None:
+        await app.start()
+        try:
+            await console.finished.wait()
+        finally:
+            await app.stop()
+
+    asyncio.run(converse())
+    return 0
 
 
 async def _sessions(loaded: LoadedConfig, args: argparse.Namespace) -> int:

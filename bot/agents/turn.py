@@ -1,7 +1,9 @@
-"""One agent turn: store the message, build context, call the agent's chain, store the reply.
+"""One agent turn: store the message, build context, call the agent's chain, run the tools
+it asks for, store every step, and return the text for the channel.
 
-Every step is appended to the session store with the model that produced it, so a crash
-mid-turn loses nothing that was said, and ``/status`` can say which model answered.
+Every step is appended with the model that produced it, so a crash mid-turn loses nothing
+that was said and ``/status`` can say which model answered. The tool loop is bounded by
+``max_tool_iterations``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.agents.agent import Agent
+from bot.agents.tools import ToolContext, ToolRegistry
 from bot.config.schema import SessionSettings
 from bot.errors import ContextWindowExceeded
 from bot.providers.fallback import FallbackChain
@@ -27,10 +30,18 @@ class TurnResult:
     text: str
     model_name: str
     session_id: int
+    tool_rounds: int = 0
 
 
 def session_key(route: Route) -> SessionKey:
     return SessionKey(route.channel, route.chat_id, route.topic_id, route.agent_id)
+
+
+def tool_limit_message(limit: int) -> str:
+    return (
+        f"I stopped after {limit} tool steps without finishing. "
+        "Tell me to continue, or ask for something smaller."
+    )
 
 
 class TurnRunner:
@@ -40,38 +51,82 @@ class TurnRunner:
         store: SessionStore,
         settings: SessionSettings,
         compaction: CompactionWorker,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self._chain = chain
         self._store = store
         self._settings = settings
         self._compaction = compaction
+        self._tools = tools or ToolRegistry()
 
     async def run(self, agent: Agent, route: Route, text: str) -> TurnResult:
-        session_id = await self._store.active_session(session_key(route))
+        """A chat turn: the person's message in the chat's session."""
+        return await self._turn(agent, route, session_key(route), text, depth=0)
+
+    async def run_task(self, agent: Agent, key: SessionKey, task: str, depth: int) -> str:
+        """A sub-agent task in its own session (``key``), on ``agent``'s own chain."""
+        route = Route(key.channel, key.chat_id, key.topic_id, agent.id)
+        return (await self._turn(agent, route, key, task, depth=depth)).text
+
+    async def _turn(
+        self, agent: Agent, route: Route, key: SessionKey, text: str, *, depth: int
+    ) -> TurnResult:
+        session_id = await self._store.active_session(key)
         await self._store.append(session_id, ChatMessage("user", text))
+        context = ToolContext(agent, route, session_id, depth)
+        rounds = 0
+        while True:
+            response = await self._ask(agent, session_id)
+            await self._store.append(
+                session_id,
+                ChatMessage(
+                    "assistant",
+                    response.text,
+                    tool_calls=response.tool_calls,
+                    extras=response.extras,
+                ),
+                model_name=response.model_name,
+                usage=response.usage,
+            )
+            if not response.tool_calls:
+                break
+            if rounds == agent.max_tool_iterations:
+                log.warning("agent %s: tool loop cut at %d rounds", agent.id, rounds)
+                # Answer the dangling calls so the stored history stays valid for providers.
+                for call in response.tool_calls:
+                    await self._store.append(
+                        session_id,
+                        ChatMessage(
+                            "tool", "not run: tool step limit reached", tool_call_id=call.id
+                        ),
+                    )
+                text = tool_limit_message(rounds)
+                await self._store.append(session_id, ChatMessage("assistant", text))
+                await self._compaction.note_growth(session_id)
+                return TurnResult(text, response.model_name, session_id, rounds)
+            rounds += 1
+            for call in response.tool_calls:
+                result = await self._tools.run(call, context)
+                await self._store.append(
+                    session_id, ChatMessage("tool", result, tool_call_id=call.id)
+                )
+        await self._compaction.note_growth(session_id)
+        return TurnResult(response.text, response.model_name, session_id, rounds)
+
+    async def _ask(self, agent: Agent, session_id: int) -> ChatResponse:
         budget = self._settings.context_window_tokens
         try:
-            response = await self._ask(agent, session_id, budget)
+            return await self._request(agent, session_id, budget)
         except ContextWindowExceeded:
             # The model's window is smaller than our estimate said: compact in the
-            # background and retry this turn once with half the context.
+            # background and retry once with half the context.
             self._compaction.request(session_id)
             log.warning(
                 "agent %s: context window exceeded; retrying with a smaller context", agent.id
             )
-            response = await self._ask(agent, session_id, budget // 2)
-        await self._store.append(
-            session_id,
-            ChatMessage(
-                "assistant", response.text, tool_calls=response.tool_calls, extras=response.extras
-            ),
-            model_name=response.model_name,
-            usage=response.usage,
-        )
-        await self._compaction.note_growth(session_id)
-        return TurnResult(response.text, response.model_name, session_id)
+            return await self._request(agent, session_id, budget // 2)
 
-    async def _ask(self, agent: Agent, session_id: int, budget: int) -> ChatResponse:
+    async def _request(self, agent: Agent, session_id: int, budget: int) -> ChatResponse:
         summary = await self._store.latest_summary(session_id)
         after = summary.covers_up_to if summary else 0
         history = await self._store.messages(session_id, after_id=after)
@@ -84,5 +139,6 @@ class TurnRunner:
                 window.dropped,
             )
         return await self._chain.chat(
-            agent.chain, ChatRequest(system=window.system, messages=window.messages)
+            agent.chain,
+            ChatRequest(system=window.system, messages=window.messages, tools=self._tools.specs()),
         )

@@ -1,0 +1,229 @@
+"""spawn / delegate / spawn_status: agents handing work to agents, each on its OWN chain.
+
+A sub-task runs as the target agent — its persona, its model chain — in an isolated
+sub-session (its own session key), so it neither sees nor pollutes the chat's history.
+``spawn`` returns at once and posts the result to the chat when done; ``delegate`` waits
+and hands the result back to the calling model. The caller's ``allow_agents`` governs
+both, self included (SPEC §8): absent → only itself; a list → exactly those ids; ``["*"]``
+→ anyone. Depth ≤ 2, at most 3 running per chat, 300 s each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from bot.agents.agent import Agent
+from bot.agents.tools import Tool, ToolContext, ToolError, ToolRegistry
+from bot.errors import AllModelsFailed, ProviderError
+from bot.routing import Route
+from bot.sessions.store import SessionKey, SessionStore
+from bot.types import ChatMessage, JSONObject
+
+log = logging.getLogger(__name__)
+
+MAX_DEPTH = 2
+MAX_RUNNING_PER_CHAT = 3
+TIMEOUT_S = 300.0
+
+PostResult = Callable[[Route, str], Awaitable[None]]
+
+
+class TaskRunner(Protocol):
+    async def run_task(self, agent: Agent, key: SessionKey, task: str, depth: int) -> str: ...
+
+
+@dataclass
+class SubTask:
+    id: str
+    agent_id: str
+    caller_id: str
+    chat: tuple[str, str, str | None]
+    started: float = field(default_factory=time.monotonic)
+    state: str = "running"  # running, done, failed, timed out
+    result: str = ""
+
+
+def may_call(caller: Agent, target_id: str) -> bool:
+    allowed = caller.allow_agents
+    if allowed is None:
+        return target_id == caller.id
+    return "*" in allowed or target_id in allowed
+
+
+class SubAgents:
+    def __init__(
+        self,
+        agents: Mapping[str, Agent],
+        store: SessionStore,
+        post: PostResult,
+        *,
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
+        self._agents = agents
+        self._store = store
+        self._post = post
+        self._timeout_s = timeout_s
+        self._runner: TaskRunner | None = None
+        self._tasks: dict[str, SubTask] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+
+    def bind(self, runner: TaskRunner) -> None:
+        self._runner = runner
+
+    def registry(self) -> ToolRegistry:
+        return ToolRegistry([SpawnTool(self), DelegateTool(self), SpawnStatusTool(self)])
+
+    async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _admit(self, context: ToolContext, target_id: str) -> Agent:
+        """The target agent, or ``ToolError`` saying exactly which rule refused."""
+        caller = context.agent
+        target = self._agents.get(target_id)
+        if target is None:
+            raise ToolError(f"there is no agent {target_id!r}")
+        if not may_call(caller, target_id):
+            allowed = (
+                "only itself"
+                if caller.allow_agents is None
+                else (", ".join(caller.allow_agents) or "no agent")
+            )
+            raise ToolError(f"{caller.id} may not hand work to {target_id} (allowed: {allowed})")
+        if context.depth + 1 > MAX_DEPTH:
+            raise ToolError(f"sub-agents may nest only {MAX_DEPTH} deep; do this task yourself")
+        chat = _chat(context.route)
+        running = sum(1 for t in self._tasks.values() if t.chat == chat and t.state == "running")
+        if running >= MAX_RUNNING_PER_CHAT:
+            raise ToolError(
+                f"{running} sub-tasks are already running in this chat (limit "
+                f"{MAX_RUNNING_PER_CHAT}); wait for one to finish"
+            )
+        return target
+
+    def _new_task(self, context: ToolContext, target: Agent) -> SubTask:
+        task = SubTask(f"t{next(self._ids)}", target.id, context.agent.id, _chat(context.route))
+        self._tasks[task.id] = task
+        return task
+
+    async def _execute(self, task: SubTask, target: Agent, text: str, context: ToolContext) -> str:
+        assert self._runner is not None, "SubAgents.bind() was not called"
+        route = context.route
+        key = SessionKey(route.channel, route.chat_id, f"sub:{task.id}", target.id)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                task.result = await self._runner.run_task(target, key, text, context.depth + 1)
+            task.state = "done"
+        except TimeoutError:
+            task.state, task.result = "timed out", f"gave up after {self._timeout_s:.0f}s"
+        except AllModelsFailed as exc:
+            task.state, task.result = "failed", exc.user_message()
+        except ProviderError as exc:
+            task.state, task.result = "failed", f"the model refused: {exc}"
+        log.info("sub-task %s by %s for %s: %s", task.id, target.id, context.agent.id, task.state)
+        return task.result
+
+    async def spawn(self, context: ToolContext, target_id: str, text: str) -> str:
+        target = self._admit(context, target_id)
+        task = self._new_task(context, target)
+
+        async def background() -> None:
+            result = await self._execute(task, target, text, context)
+            heading = f"**{target.display_name}**"
+            outcome = result if task.state == "done" else f"(task {task.state}) {result}"
+            await self._store.append(
+                context.session_id,
+                ChatMessage(
+                    "assistant",
+                    f"[sub-task {task.id} by {target.display_name} {task.state}] {result}",
+                ),
+            )
+            await self._post(context.route, f"{heading}: {outcome}")
+
+        job = asyncio.create_task(background(), name=f"spawn {task.id}")
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+        return f"started task {task.id} as {target.display_name}; the result will be posted"
+
+    async def delegate(self, context: ToolContext, target_id: str, text: str) -> str:
+        target = self._admit(context, target_id)
+        task = self._new_task(context, target)
+        result = await self._execute(task, target, text, context)
+        if task.state != "done":
+            raise ToolError(f"{target.display_name} could not finish: {result}")
+        return result
+
+    def status(self, context: ToolContext) -> str:
+        chat = _chat(context.route)
+        mine = [t for t in self._tasks.values() if t.chat == chat]
+        if not mine:
+            return "no sub-tasks in this chat"
+        now = time.monotonic()
+        return "\n".join(
+            f"{t.id}: {t.agent_id} for {t.caller_id}, {t.state}, {now - t.started:.0f}s"
+            for t in mine[-10:]
+        )
+
+
+def _chat(route: Route) -> tuple[str, str, str | None]:
+    return (route.channel, route.chat_id, route.topic_id)
+
+
+_TASK_SCHEMA: JSONObject = {
+    "type": "object",
+    "properties": {
+        "task": {"type": "string", "description": "what to do, self-contained"},
+        "agent_id": {"type": "string", "description": "who does it; empty = yourself"},
+    },
+    "required": ["task"],
+}
+
+
+class SpawnTool(Tool):
+    name = "spawn"
+    description = (
+        "Start a task in the background as another agent (or yourself). Returns at once; "
+        "the result is posted to the chat when done."
+    )
+    parameters: ClassVar[JSONObject] = _TASK_SCHEMA
+
+    def __init__(self, subagents: SubAgents) -> None:
+        self._subagents = subagents
+
+    async def run(self, arguments: JSONObject, context: ToolContext) -> str:
+        target = arguments.get("agent_id") or context.agent.id
+        return await self._subagents.spawn(context, str(target), str(arguments["task"]))
+
+
+class DelegateTool(Tool):
+    name = "delegate"
+    description = "Ask another agent to do a task and wait for its answer."
+    parameters: ClassVar[JSONObject] = {**_TASK_SCHEMA, "required": ["task", "agent_id"]}
+
+    def __init__(self, subagents: SubAgents) -> None:
+        self._subagents = subagents
+
+    async def run(self, arguments: JSONObject, context: ToolContext) -> str:
+        return await self._subagents.delegate(
+            context, str(arguments["agent_id"]), str(arguments["task"])
+        )
+
+
+class SpawnStatusTool(Tool):
+    name = "spawn_status"
+    description = "List the sub-tasks of this chat and their state."
+    parameters: ClassVar[JSONObject] = {"type": "object", "properties": {}}
+
+    def __init__(self, subagents: SubAgents) -> None:
+        self._subagents = subagents
+
+    async def run(self, arguments: JSONObject, context: ToolContext) -> str:
+        return self._subagents.status(context)
