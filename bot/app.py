@@ -1,27 +1,29 @@
 """The App owns every long-lived part and starts and stops them in order.
 
 Data path: channel → inbox → ``handle`` → per-chat lane → router → command or agent turn
-→ fallback chain → provider → channel.send → inbox row done. Nothing long-lived lives at
-module level.
+→ fallback chain → provider → channel.send → inbox row done. What one config builds lives
+in a ``Generation`` that a reload swaps; the store, lanes, channels and cooldowns outlive
+reloads. Nothing long-lived lives at module level.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
-from bot.agents.agent import agents_from
-from bot.agents.subagents import SubAgents
-from bot.agents.turn import TurnRunner
 from bot.channels.base import Channel, InboundMessage, Inbox
 from bot.channels.telegram import TelegramChannel
-from bot.commands import CommandHandler, parse_command
-from bot.config.loader import LoadedConfig
-from bot.errors import AllModelsFailed, ChannelError, ProviderError, StoreError
+from bot.commands import parse_command
+from bot.config.loader import LoadedConfig, load_config
+from bot.errors import AllModelsFailed, ChannelError, ConfigError, ProviderError, StoreError
+from bot.generation import Generation
 from bot.lanes import ChatLanes
-from bot.providers.dispatcher import ProviderDispatcher
-from bot.providers.fallback import FallbackChain, RoleChains
+from bot.ops.gateway import HealthReport, cooling_models
+from bot.ops.metrics import BridgeMetrics
+from bot.providers.cooldown import CooldownBook
 from bot.routing import Route, Router
 from bot.sessions.compaction import CompactionWorker
 from bot.sessions.store import SessionStore, SqliteSessionStore
@@ -38,6 +40,14 @@ def telegram_channels(loaded: LoadedConfig, inbox: Inbox) -> list[Channel]:
     return [TelegramChannel(bot, inbox) for bot in loaded.config.channels.bots()]
 
 
+def secrets_of(loaded: LoadedConfig) -> list[str]:
+    """Every secret in a config, for log redaction."""
+    config = loaded.config
+    found = [b.token.get_secret_value() for b in config.channels.bots()]
+    found += [m.api_key.get_secret_value() for m in config.model_list if m.api_key]
+    return found
+
+
 class App:
     def __init__(
         self,
@@ -47,39 +57,53 @@ class App:
         store: SessionStore | None = None,
         router: Router | None = None,
     ) -> None:
-        config = loaded.config
-        self.loaded = loaded
         self.store = store or SqliteSessionStore(loaded.database)
-        self.dispatcher = ProviderDispatcher(config.model_list)
-        self.chain = FallbackChain(self.dispatcher)
-        self.roles = RoleChains(config.roles, self.chain)
-        self.router = router or Router(config.bindings)
-        self.agents = agents_from(loaded)
-        self.compaction = CompactionWorker(self.store, self.roles, config.session)
-        self.subagents = SubAgents(self.agents, self.store, self._post_result)
-        self.runner = TurnRunner(
-            self.chain, self.store, config.session, self.compaction, self.subagents.registry()
-        )
-        self.subagents.bind(self.runner)
-        self.commands = CommandHandler(self.store, self.chain.cooldowns)
+        self.metrics = BridgeMetrics()
+        self.cooldowns = CooldownBook()
+        self.metrics.track_cooldowns(self.cooldowns.snapshot)
         self.lanes = ChatLanes()
         self._channel_factory = channels
+        self._fixed_router = router
+        self.compaction = CompactionWorker(
+            self.store, None, loaded.config.session, observe=self._compaction_outcome
+        )
+        self.generation = self._build(loaded)
+        self.compaction.use_roles(self.generation.roles)
         self.channels: dict[str, Channel] = {}
+        self.turns_served = 0
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        return self.generation.loaded
 
     def secrets(self) -> list[str]:
-        """Every secret in the config, for log redaction."""
-        config = self.loaded.config
-        found = [b.token.get_secret_value() for b in config.channels.bots()]
-        found += [m.api_key.get_secret_value() for m in config.model_list if m.api_key]
-        return found
+        return secrets_of(self.loaded)
+
+    def _build(self, loaded: LoadedConfig) -> Generation:
+        return Generation.build(
+            loaded,
+            store=self.store,
+            cooldowns=self.cooldowns,
+            compaction=self.compaction,
+            post=self._post_result,
+            router=self._fixed_router,
+            observer=self.metrics,
+        )
+
+    # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the store, then start every channel; one bad bot does not stop the others."""
         await self.store.open()
         self.compaction.start()
-        channels = list(self._channel_factory(self.loaded, self.store))
+        await self._start_channels(list(self._channel_factory(self.loaded, self.store)))
+        if not self.channels:
+            raise ChannelError("no channel could start")
+        await self._refresh_backlog()
+
+    async def _start_channels(self, channels: list[Channel]) -> None:
         # Registered before starting: a channel replays its pending inbox during start().
-        self.channels = {c.name: c for c in channels}
+        self.channels.update({c.name: c for c in channels})
         results = await asyncio.gather(
             *(c.start(self.handle) for c in channels), return_exceptions=True
         )
@@ -89,8 +113,6 @@ class App:
                 del self.channels[channel.name]
             elif isinstance(result, BaseException):
                 raise result
-        if not self.channels:
-            raise ChannelError("no channel could start")
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop receiving, let in-flight turns finish (bounded), then close everything."""
@@ -102,12 +124,52 @@ class App:
         for channel in channels:
             if isinstance(channel, TelegramChannel):
                 await channel.close()
-        await self.subagents.stop()
+        await self.generation.close_now()
         await self.compaction.stop()
-        await self.dispatcher.aclose()
         await self.store.aclose()
 
+    async def reload(self, path: Path) -> bool:
+        """Re-read the config; an invalid one changes nothing and says why (SPEC §9)."""
+        try:
+            loaded = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused, old config still running: %s", problem)
+            return False
+        if loaded.database != self.loaded.database:
+            log.warning("session.database changed; that takes effect at the next restart")
+        old, self.generation = self.generation, self._build(loaded)
+        self.compaction.use_roles(self.generation.roles)
+        await self._apply_channels(loaded)
+        asyncio.create_task(old.retire(), name="retire old generation")  # noqa: RUF006
+        log.info(
+            "reloaded %s: %d bot(s), %d agent(s)",
+            path,
+            len(self.channels),
+            len(self.generation.agents),
+        )
+        return True
+
+    async def _apply_channels(self, loaded: LoadedConfig) -> None:
+        """Start added bots, stop removed ones, restart the ones whose settings changed."""
+        wanted = {c.name: c for c in self._channel_factory(loaded, self.store)}
+        stale = [
+            current
+            for name, current in self.channels.items()
+            if name not in wanted
+            or getattr(current, "spec", None) != getattr(wanted[name], "spec", None)
+        ]
+        for channel in stale:
+            await channel.stop()
+            if isinstance(channel, TelegramChannel):
+                await channel.close()
+            del self.channels[channel.name]
+        await self._start_channels([c for n, c in wanted.items() if n not in self.channels])
+
+    # --- the data path --------------------------------------------------------------
+
     async def handle(self, message: InboundMessage) -> None:
+        self.metrics.messages_in.labels(bot=message.channel).inc()
         self.lanes.submit(message.chat_key, lambda: self._turn(message))
 
     async def _turn(self, message: InboundMessage) -> None:
@@ -116,48 +178,60 @@ class App:
             # Left pending in the inbox: answered when the channel runs again.
             log.error("channel %s is not running; message kept for later", message.channel)
             return
-        route = self.router.route(message.channel, message.chat_id, message.topic_id)
-        if route is None:
-            log.warning("no binding for channel %s chat %s", message.channel, message.chat_id)
-            await self._done(message)
-            return
-        agent = self.agents[route.agent_id]
-        command = parse_command(message.text)
-        try:
-            if command is not None:
-                reply = await self.commands.answer(command, agent, route)
-            else:
-                async with channel.typing(route.chat_id, route.topic_id):
-                    reply = await self._agent_reply(message, route.agent_id)
-        except StoreError as exc:
-            log.error("store failed for channel=%s chat=%s: %s", route.channel, route.chat_id, exc)
-            reply = STORE_FAILED
-        try:
-            await channel.send(route.chat_id, reply, topic_id=route.topic_id)
-        except ChannelError as exc:
-            log.error("reply to channel=%s chat=%s failed: %s", route.channel, route.chat_id, exc)
+        async with self.generation.use() as generation:
+            route = generation.router.route(message.channel, message.chat_id, message.topic_id)
+            if route is None:
+                log.warning("no binding for channel %s chat %s", message.channel, message.chat_id)
+                await self._done(message)
+                return
+            started = time.monotonic()
+            try:
+                reply = await self._reply(generation, message, route, channel)
+            except StoreError as exc:
+                log.error(
+                    "store failed for channel=%s chat=%s: %s", route.channel, route.chat_id, exc
+                )
+                reply = STORE_FAILED
+            self.metrics.turn_seconds.labels(agent=route.agent_id).observe(
+                time.monotonic() - started
+            )
+        await self._send(channel, route, reply)
         await self._done(message)
 
-    async def _agent_reply(self, message: InboundMessage, agent_id: str) -> str:
-        agent = self.agents[agent_id]
-        route = self.router.route(message.channel, message.chat_id, message.topic_id)
-        assert route is not None
+    async def _reply(
+        self, generation: Generation, message: InboundMessage, route: Route, channel: Channel
+    ) -> str:
+        agent = generation.agents[route.agent_id]
+        command = parse_command(message.text)
+        if command is not None:
+            return await generation.commands.answer(command, agent, route)
         try:
-            result = await self.runner.run(agent, route, message.text)
+            async with channel.typing(route.chat_id, route.topic_id):
+                result = await generation.runner.run(agent, route, message.text)
         except AllModelsFailed as exc:
             log.error("turn channel=%s agent=%s: %s", route.channel, agent.id, exc)
             return exc.user_message()
         except ProviderError as exc:
             log.error("turn channel=%s agent=%s: %s", route.channel, agent.id, exc)
             return MODEL_REFUSED
+        self.turns_served += 1
         log.info(
-            "turn channel=%s chat=%s agent=%s model=%s",
+            "turn channel=%s chat=%s agent=%s model=%s tools=%d",
             route.channel,
             route.chat_id,
             agent.id,
             result.model_name,
+            result.tool_rounds,
         )
         return result.text
+
+    async def _send(self, channel: Channel, route: Route, text: str) -> None:
+        try:
+            await channel.send(route.chat_id, text, topic_id=route.topic_id)
+        except ChannelError as exc:
+            log.error("reply to channel=%s chat=%s failed: %s", route.channel, route.chat_id, exc)
+            return
+        self.metrics.messages_out.labels(bot=route.channel).inc()
 
     async def _post_result(self, route: Route, text: str) -> None:
         """A spawned task finished: its result goes to the chat that asked for it."""
@@ -165,13 +239,44 @@ class App:
         if channel is None:
             log.error("spawn result for channel %s dropped: channel not running", route.channel)
             return
-        try:
-            await channel.send(route.chat_id, text, topic_id=route.topic_id)
-        except ChannelError as exc:
-            log.error(
-                "spawn result to channel=%s chat=%s failed: %s", route.channel, route.chat_id, exc
-            )
+        await self._send(channel, route, text)
 
     async def _done(self, message: InboundMessage) -> None:
         if message.inbox_id is not None:
             await self.store.inbox_done(message.channel, message.inbox_id)
+            await self._refresh_backlog()
+
+    async def _refresh_backlog(self) -> None:
+        self.metrics.inbox_backlog.set(await self.store.inbox_backlog())
+
+    def _compaction_outcome(self, outcome: str) -> None:
+        self.metrics.compactions.labels(outcome=outcome).inc()
+
+    # --- health ---------------------------------------------------------------------
+
+    def polling(self) -> dict[str, bool]:
+        return {name: getattr(c, "polling", True) for name, c in self.channels.items()}
+
+    async def health(self) -> HealthReport:
+        bots = {
+            name: {
+                "polling": getattr(c, "polling", True),
+                "username": getattr(getattr(c, "me", None), "username", ""),
+            }
+            for name, c in self.channels.items()
+        }
+        polling = self.polling()
+        self.metrics.bots_polling.set(sum(polling.values()))
+        return HealthReport(
+            ready=bool(polling) and all(polling.values()),
+            bots=bots,
+            models=cooling_models(self.cooldowns),
+            inbox_backlog=await self.store.inbox_backlog(),
+        )
+
+    def status_line(self) -> str:
+        polling = self.polling()
+        return (
+            f"{sum(polling.values())}/{len(polling)} bots polling, "
+            f"{self.turns_served} turns served, {self.lanes.busy} chats busy"
+        )

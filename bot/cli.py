@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -48,7 +47,7 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         return asyncio.run(_sessions(loaded, args))
     if args.command == "chat":
         return _chat(loaded, args.agent_id)
-    return _run(loaded, args.log_level)
+    return _run(loaded, args.log_level, args.shutdown_grace)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--config", help=CONFIG_HELP)
         command.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+        if name == "run":
+            command.add_argument(
+                "--shutdown-grace",
+                type=float,
+                default=30.0,
+                metavar="SECONDS",
+                help="on SIGTERM, how long in-flight turns may finish (default 30)",
+            )
     models = commands.add_parser("models", help="model checks", description="model checks")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     check = models_commands.add_parser(
@@ -144,31 +151,27 @@ async def _models_check(loaded: LoadedConfig) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def _run(loaded: LoadedConfig, level: str) -> int:
+def _run(loaded: LoadedConfig, level: str, grace_s: float) -> int:
     from bot.app import App
+    from bot.ops.notify import SystemdNotifier
+    from bot.ops.service import serve
 
     app = App(loaded)
-    logs.configure(level, app.secrets())
+    redactor = logs.configure(level, app.secrets())
     try:
-        asyncio.run(_serve(app))
+        asyncio.run(
+            serve(
+                app,
+                loaded.path,
+                notifier=SystemdNotifier.from_environ(),
+                redactor=redactor,
+                grace_s=grace_s,
+            )
+        )
     except PersonaBridgeError as exc:
         log.error("%s", exc)
         return EX_SOFTWARE
+    except OSError as exc:  # e.g. the gateway port is taken
+        log.error("cannot run: %s — check gateway.host and gateway.port", exc)
+        return EX_SOFTWARE
     return 0
-
-
-async def _serve(app: object) -> None:
-    from bot.app import App
-
-    assert isinstance(app, App)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    log.info("persona-bridge running with %d bot(s)", len(app.channels))
-    try:
-        await stop.wait()
-    finally:
-        log.info("stopping")
-        await app.stop()

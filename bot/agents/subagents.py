@@ -83,6 +83,10 @@ class SubAgents:
     async def stop(self) -> None:
         for task in list(self._background):
             task.cancel()
+        await self.wait()
+
+    async def wait(self) -> None:
+        """Until every spawned task has finished (each is bounded by the task timeout)."""
         await asyncio.gather(*self._background, return_exceptions=True)
 
     def _admit(self, context: ToolContext, target_id: str) -> Agent:

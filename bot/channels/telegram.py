@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -66,6 +67,8 @@ class TelegramChannel(Channel):
         self._bot_streak: dict[int, int] = {}
         self.me = BotIdentity(0, "")
         self.polling = False
+        self._handler: MessageHandler | None = None
+        self.last_poll_at = time.monotonic()  # start of the latest getUpdates attempt
 
     async def start(self, handler: MessageHandler) -> None:
         try:
@@ -85,8 +88,27 @@ class TelegramChannel(Channel):
                 await handler(message)
             else:
                 await self._inbox.inbox_done(self.name, update.update_id)
+        self._handler = handler
         self._poller = asyncio.create_task(self._poll_forever(handler), name=f"poll {self.name}")
         log.info("bot @%s polling as channel %s", self.me.username, self.name)
+
+    def stalled(self, now: float) -> bool:
+        """No getUpdates attempt for longer than one long poll, its timeout and a backoff."""
+        limit = self._poll_timeout + 10.0 + MAX_BACKOFF_S + 15.0
+        alive = self._poller is not None and not self._poller.done()
+        return not self._stopping.is_set() and (not alive or now - self.last_poll_at > limit)
+
+    async def restart_polling(self) -> None:
+        """The supervisor's remedy for a stalled or dead poller: start a fresh one."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        if self._handler is not None and not self._stopping.is_set():
+            log.warning("bot %s: polling stalled; restarted it", self.name)
+            self.last_poll_at = time.monotonic()
+            self._poller = asyncio.create_task(
+                self._poll_forever(self._handler), name=f"poll {self.name}"
+            )
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -173,6 +195,9 @@ class TelegramChannel(Channel):
         offset: int | None = None
         backoff = 1.0
         while not self._stopping.is_set():
+            self.last_poll_at = time.monotonic()
+            if backoff == 1.0:
+                self.polling = True  # a long poll is (about to be) open
             try:
                 updates = await self._bot.get_updates(
                     offset=offset, timeout=self._poll_timeout, allowed_updates=["message"]

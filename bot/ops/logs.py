@@ -21,6 +21,12 @@ class RedactingFilter(logging.Filter):
         super().__init__()
         self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
+    def add(self, secrets: Iterable[str]) -> None:
+        """After a reload: redact the new config's secrets too (old ones stay redacted)."""
+        self.secrets = sorted(
+            set(self.secrets) | {s for s in secrets if len(s) >= 4}, key=len, reverse=True
+        )
+
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)

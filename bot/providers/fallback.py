@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
+from typing import Protocol
 
 from bot.config.schema import ChainSpec
 from bot.errors import AllModelsFailed, ProviderAuthError, ProviderError
@@ -29,6 +30,14 @@ class CoolingDown(ProviderError):
     """A candidate skipped without a request because its entry is cooling down."""
 
 
+class ChainObserver(Protocol):
+    """Told about every candidate tried or skipped: the metrics hook."""
+
+    def attempted(self, model_name: str, error: ProviderError | None) -> None: ...
+
+    def fell_back(self, from_model: str, to_model: str) -> None: ...
+
+
 class FallbackChain:
     """Resolves every chain (agents', sub-agents' and roles') through the one dispatcher."""
 
@@ -38,10 +47,12 @@ class FallbackChain:
         cooldowns: CooldownBook | None = None,
         *,
         max_attempts: int = MAX_ATTEMPTS,
+        observer: ChainObserver | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.cooldowns = cooldowns or CooldownBook()
         self._max_attempts = max_attempts
+        self._observer = observer
 
     async def chat(self, chain: ChainSpec, request: ChatRequest) -> ChatResponse:
         reasons: list[ProviderError] = []
@@ -57,15 +68,21 @@ class FallbackChain:
             request = dataclasses.replace(request, stream_to=forward)
 
         attempts = 0
+        previous: str | None = None
         for name in self._order(chain, reasons):
             if attempts == self._max_attempts:
                 break
             attempts += 1
+            if previous is not None and self._observer is not None:
+                self._observer.fell_back(previous, name)
+            previous = name
             provider = await self.dispatcher.get(name)
             try:
                 response = await provider.chat(request)
             except ProviderError as exc:
                 exc.model_name = exc.model_name or name
+                if self._observer is not None:
+                    self._observer.attempted(name, exc)
                 if not exc.failover:
                     raise
                 self._note_failure(name, exc)
@@ -74,6 +91,8 @@ class FallbackChain:
                     log.error("model %s failed after text reached the user; not retrying", name)
                     break
                 continue
+            if self._observer is not None:
+                self._observer.attempted(name, None)
             self.cooldowns.record_success(name)
             return response
         raise AllModelsFailed(reasons, retry_in=self._soonest(chain))
@@ -84,12 +103,13 @@ class FallbackChain:
         for name in chain.names:
             if name not in ready:
                 left = self.cooldowns.remaining(name)
-                reasons.append(
-                    CoolingDown(
-                        f"cooling down for {left:.0f}s after {self.cooldowns.reason(name)}",
-                        model_name=name,
-                    )
+                skipped = CoolingDown(
+                    f"cooling down for {left:.0f}s after {self.cooldowns.reason(name)}",
+                    model_name=name,
                 )
+                reasons.append(skipped)
+                if self._observer is not None:
+                    self._observer.attempted(name, skipped)
         if ready:
             return ready
         soonest = min(chain.names, key=self.cooldowns.remaining)

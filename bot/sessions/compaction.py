@@ -42,13 +42,15 @@ class CompactionWorker:
     def __init__(
         self,
         store: SessionStore,
-        roles: RoleChains,
+        roles: RoleChains | None,
         settings: SessionSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self._store = store
         self._roles = roles
+        self._observe = observe
         self._settings = settings
         self._clock = clock
         self._queue: asyncio.Queue[int] = asyncio.Queue()
@@ -58,6 +60,10 @@ class CompactionWorker:
         self._retries: set[asyncio.TimerHandle] = set()
         self._task: asyncio.Task[None] | None = None
         self.completed = 0  # summaries committed, for /metrics and tests
+
+    def use_roles(self, roles: RoleChains) -> None:
+        """After a reload: later jobs run on the new config's compaction chain."""
+        self._roles = roles
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="compaction")
@@ -113,15 +119,19 @@ class CompactionWorker:
             ),
             max_tokens=SUMMARY_MAX_TOKENS,
         )
+        if self._roles is None:
+            raise RuntimeError("CompactionWorker.use_roles() was not called")
         try:
             response = await self._roles.chat(ROLE, request)
         except (AllModelsFailed, ProviderError) as exc:
             log.warning("compaction of session %d failed: %s", session_id, exc)
+            self._observe("failed")
             self._schedule_retry(session_id)
             return
         text = response.text.strip()
         if not text:
             log.warning("compaction of session %d got an empty summary; not committed", session_id)
+            self._observe("empty")
             self._schedule_retry(session_id)
             return
         try:
@@ -135,6 +145,7 @@ class CompactionWorker:
         self._failures.pop(session_id, None)
         self._not_before.pop(session_id, None)
         self.completed += 1
+        self._observe("ok")
         log.info(
             "compaction session=%d summarised %d messages up to #%d model=%s",
             session_id,

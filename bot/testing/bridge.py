@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -135,6 +136,19 @@ class BridgeProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def wait_for_log(self, pattern: str, within_s: float = 30.0) -> re.Match[str]:
+        """The first log match of ``pattern``; TimeoutError with the log tail if none comes."""
+        try:
+            async with asyncio.timeout(within_s):
+                # A file gives no change notification: look again shortly.
+                while (match := re.search(pattern, self.logs())) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no log line matching {pattern!r}:\n{self.logs()[-2000:]}"
+            ) from None
+        return match
 
     async def __aenter__(self) -> BridgeProcess:
         await self.start()

@@ -1,0 +1,105 @@
+"""A Generation: everything built from one config — models, chains, router, agents, tools.
+
+A reload builds a new Generation and swaps it in; turns already running keep the one they
+started with, and an old Generation closes its HTTP pools only once its last turn and
+sub-task are done. That is how SIGHUP applies a new config without dropping a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from bot.agents.agent import Agent, agents_from
+from bot.agents.subagents import PostResult, SubAgents
+from bot.agents.turn import TurnRunner
+from bot.commands import CommandHandler
+from bot.config.loader import LoadedConfig
+from bot.providers.cooldown import CooldownBook
+from bot.providers.dispatcher import ProviderDispatcher
+from bot.providers.fallback import ChainObserver, FallbackChain, RoleChains
+from bot.routing import Router
+from bot.sessions.compaction import CompactionWorker
+from bot.sessions.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    loaded: LoadedConfig
+    dispatcher: ProviderDispatcher
+    chain: FallbackChain
+    roles: RoleChains
+    router: Router
+    agents: dict[str, Agent]
+    runner: TurnRunner
+    commands: CommandHandler
+    subagents: SubAgents
+    _busy: int = 0
+    _retired: bool = False
+    _closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(
+        cls,
+        loaded: LoadedConfig,
+        *,
+        store: SessionStore,
+        cooldowns: CooldownBook,
+        compaction: CompactionWorker,
+        post: PostResult,
+        router: Router | None = None,
+        observer: ChainObserver | None = None,
+    ) -> Generation:
+        config = loaded.config
+        dispatcher = ProviderDispatcher(config.model_list)
+        chain = FallbackChain(dispatcher, cooldowns, observer=observer)
+        agents = agents_from(loaded)
+        subagents = SubAgents(agents, store, post)
+        runner = TurnRunner(chain, store, config.session, compaction, subagents.registry())
+        subagents.bind(runner)
+        return cls(
+            loaded=loaded,
+            dispatcher=dispatcher,
+            chain=chain,
+            roles=RoleChains(config.roles, chain),
+            router=router or Router(config.bindings),
+            agents=agents,
+            runner=runner,
+            commands=CommandHandler(store, cooldowns),
+            subagents=subagents,
+        )
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[Generation]:
+        """Hold this generation open for the duration of one turn."""
+        self._busy += 1
+        try:
+            yield self
+        finally:
+            self._busy -= 1
+            if self._retired and self._busy == 0:
+                await self._close()
+
+    async def retire(self) -> None:
+        """No new turns will use it; close once the running ones are done."""
+        self._retired = True
+        if self._busy == 0:
+            await self._close()
+
+    async def close_now(self) -> None:
+        """Shutdown: cancel sub-tasks still running and close connections."""
+        await self.subagents.stop()
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        await self.subagents.wait()
+        await self.dispatcher.aclose()
+        log.debug("generation of %s closed", self.loaded.path)

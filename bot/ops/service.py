@@ -1,0 +1,107 @@
+"""The process around the App: signals, systemd notify, watchdog, health gateway (SPEC §9).
+
+SIGTERM/SIGINT stop gracefully; SIGHUP reloads (an invalid config keeps the old one).
+READY=1 is sent once every bot polls; WATCHDOG=1 only while the event loop runs and every
+bot's poller is alive — a stalled poller is restarted here, and if it stays stalled the
+pings stop and systemd restarts the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from pathlib import Path
+
+from bot.app import App
+from bot.channels.telegram import TelegramChannel
+from bot.ops.gateway import HealthGateway
+from bot.ops.logs import RedactingFilter
+from bot.ops.notify import SystemdNotifier
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_EVERY_S = 10.0
+READY_WITHIN_S = 120.0
+
+
+async def serve(
+    app: App,
+    config_path: Path,
+    *,
+    notifier: SystemdNotifier,
+    redactor: RedactingFilter,
+    grace_s: float,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reload_wanted = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
+
+    gateway_config = app.loaded.config.gateway
+    gateway = HealthGateway(
+        gateway_config.host, gateway_config.port, health=app.health, metrics=app.metrics.render
+    )
+    await app.start()
+    supervisor: asyncio.Task[None] | None = None
+    try:
+        await gateway.start()
+        log.info("gateway listening on http://%s:%d", gateway_config.host, gateway.port)
+        await _until_polling(app, stop)
+        notifier.ready(app.status_line())
+        log.info("persona-bridge ready: %s", app.status_line())
+        supervisor = asyncio.create_task(_supervise(app, notifier), name="supervisor")
+        while not stop.is_set():
+            await _first(stop.wait(), reload_wanted.wait())
+            if reload_wanted.is_set() and not stop.is_set():
+                reload_wanted.clear()
+                notifier.reloading()
+                if await app.reload(config_path):
+                    redactor.add(app.secrets())
+                notifier.ready(app.status_line())
+    finally:
+        notifier.stopping()
+        log.info("stopping: finishing in-flight turns (up to %.0fs)", grace_s)
+        if supervisor is not None:
+            supervisor.cancel()
+        await gateway.stop()
+        await app.stop(grace_s)
+
+
+async def _first(*waits: object) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _until_polling(app: App, stop: asyncio.Event) -> None:
+    """READY means every bot is polling: wait for it (or give up waiting, and say so)."""
+    deadline = time.monotonic() + READY_WITHIN_S
+    while not all(app.polling().values()) and not stop.is_set():
+        if time.monotonic() > deadline:
+            log.warning("not every bot is polling after %.0fs: %s", READY_WITHIN_S, app.polling())
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.05)
+
+
+async def _supervise(app: App, notifier: SystemdNotifier) -> None:
+    interval = notifier.watchdog_interval() or SUPERVISE_EVERY_S
+    while True:
+        now = time.monotonic()
+        healthy = True
+        for channel in list(app.channels.values()):
+            if isinstance(channel, TelegramChannel) and channel.stalled(now):
+                healthy = False
+                await channel.restart_polling()
+        if healthy:
+            notifier.watchdog()
+        notifier.status(app.status_line())
+        await asyncio.sleep(min(interval, SUPERVISE_EVERY_S))
