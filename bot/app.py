@@ -9,16 +9,24 @@ reloads. Nothing long-lived lives at module level.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from bot.channels.base import Channel, InboundMessage, Inbox
+from bot.channels.base import Channel, DeliveryLog, InboundMessage, Inbox, Resume
 from bot.channels.telegram import TelegramChannel
 from bot.commands import parse_command
 from bot.config.loader import LoadedConfig, load_config
-from bot.errors import AllModelsFailed, ChannelError, ConfigError, ProviderError, StoreError
+from bot.errors import (
+    AllModelsFailed,
+    ChannelError,
+    ChannelUnavailable,
+    ConfigError,
+    ProviderError,
+    StoreError,
+)
 from bot.generation import Generation
 from bot.lanes import ChatLanes
 from bot.ops.gateway import HealthReport, cooling_models
@@ -26,12 +34,14 @@ from bot.ops.metrics import BridgeMetrics
 from bot.providers.cooldown import CooldownBook
 from bot.routing import Route, Router
 from bot.sessions.compaction import CompactionWorker
+from bot.sessions.outbox import InboxDelivery
 from bot.sessions.store import SessionStore, SqliteSessionStore
 
 log = logging.getLogger(__name__)
 
 MODEL_REFUSED = "The model could not answer this message; try rephrasing it."
 STORE_FAILED = "I could not save this conversation just now; please try again shortly."
+RETRY_UNDELIVERED_S = 30.0
 
 ChannelFactory = Callable[[LoadedConfig, Inbox], Iterable[Channel]]
 
@@ -184,19 +194,60 @@ class App:
                 log.warning("no binding for channel %s chat %s", message.channel, message.chat_id)
                 await self._done(message)
                 return
-            started = time.monotonic()
-            try:
-                reply = await self._reply(generation, message, route, channel)
-            except StoreError as exc:
-                log.error(
-                    "store failed for channel=%s chat=%s: %s", route.channel, route.chat_id, exc
+            resume = message.resume
+            if resume is None:
+                started = time.monotonic()
+                reply = await self._fresh_reply(generation, message, route, channel)
+                self.metrics.turn_seconds.labels(agent=route.agent_id).observe(
+                    time.monotonic() - started
                 )
-                reply = STORE_FAILED
-            self.metrics.turn_seconds.labels(agent=route.agent_id).observe(
-                time.monotonic() - started
+                first_chunk = 0
+            else:
+                # Generated before a restart: send what is left, never ask a model again.
+                reply, first_chunk = resume.reply, resume.chunks_sent
+                if resume.in_flight:
+                    log.warning(
+                        "channel=%s update=%s: chunk %d was being sent when the bridge "
+                        "stopped; sending it again (it may arrive twice)",
+                        message.channel,
+                        message.inbox_id,
+                        first_chunk,
+                    )
+        delivery = None
+        if message.inbox_id is not None:
+            delivery = InboxDelivery(self.store, message.channel, message.inbox_id, first_chunk)
+        try:
+            await self._send(channel, route, reply, delivery)
+        except ChannelUnavailable as exc:
+            # Telegram is down: keep the update pending and try the rest again later.
+            next_chunk = delivery.next_chunk if delivery is not None else 0
+            log.error(
+                "reply to channel=%s chat=%s not delivered (%s); retrying in %.0fs",
+                route.channel,
+                route.chat_id,
+                exc,
+                RETRY_UNDELIVERED_S,
             )
-        await self._send(channel, route, reply)
+            retry = dataclasses.replace(message, resume=Resume(reply, next_chunk, False))
+            self._later(RETRY_UNDELIVERED_S, retry)
+            return
         await self._done(message)
+
+    def _later(self, seconds: float, message: InboundMessage) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(seconds, lambda: loop.create_task(self.handle(message)))
+
+    async def _fresh_reply(
+        self, generation: Generation, message: InboundMessage, route: Route, channel: Channel
+    ) -> str:
+        try:
+            reply = await self._reply(generation, message, route, channel)
+            if message.inbox_id is not None:
+                await self.store.inbox_reply(message.channel, message.inbox_id, reply)
+        except StoreError as exc:
+            log.error("store failed for channel=%s chat=%s: %s", route.channel, route.chat_id, exc)
+            return STORE_FAILED
+        return reply
 
     async def _reply(
         self, generation: Generation, message: InboundMessage, route: Route, channel: Channel
@@ -225,9 +276,13 @@ class App:
         )
         return result.text
 
-    async def _send(self, channel: Channel, route: Route, text: str) -> None:
+    async def _send(
+        self, channel: Channel, route: Route, text: str, delivery: DeliveryLog | None = None
+    ) -> None:
         try:
-            await channel.send(route.chat_id, text, topic_id=route.topic_id)
+            await channel.send(route.chat_id, text, topic_id=route.topic_id, delivery=delivery)
+        except ChannelUnavailable:
+            raise
         except ChannelError as exc:
             log.error("reply to channel=%s chat=%s failed: %s", route.channel, route.chat_id, exc)
             return
@@ -239,7 +294,12 @@ class App:
         if channel is None:
             log.error("spawn result for channel %s dropped: channel not running", route.channel)
             return
-        await self._send(channel, route, text)
+        try:
+            await self._send(channel, route, text)
+        except ChannelUnavailable as exc:
+            log.error(
+                "spawn result to channel=%s chat=%s lost: %s", route.channel, route.chat_id, exc
+            )
 
     async def _done(self, message: InboundMessage) -> None:
         if message.inbox_id is not None:

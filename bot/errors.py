@@ -16,6 +16,7 @@ the boundary that meets them, with ``raise ... from exc`` so the cause survives:
     │   └── ContentRejected          content policy refusal                    → stop
     ├── AllModelsFailed              every candidate of a chain failed this turn
     ├── ChannelError                 talking to a chat platform failed
+    │   ├── ChannelUnavailable       5xx, timeout, connection reset: worth retrying
     │   ├── ChannelAuthError         the bot token was rejected
     │   ├── ChannelRateLimited       429 with retry_after
     │   └── MessageRejected          400: the platform refused this message
@@ -128,6 +129,10 @@ class AllModelsFailed(PersonaBridgeError):
 
 class ChannelError(PersonaBridgeError):
     """Talking to a chat platform failed."""
+
+
+class ChannelUnavailable(ChannelError):
+    """The platform failed or could not be reached; the same request may work later."""
 
 
 class ChannelAuthError(ChannelError):

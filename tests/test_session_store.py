@@ -411,3 +411,9 @@ def test_session_key_rejects_empty_topic() -> None:
 def test_migrations_are_numbered_in_order() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, LATEST_VERSION + 1))
     assert LATEST_VERSION >= 2
+
+
+async def test_a_directory_as_database_raises_store_error(tmp_path: Path) -> None:
+    # sqlite3 itself refuses this one: the failed-connect path, not the directory check.
+    with pytest.raises(StoreError, match="opening"):
+        await SqliteSessionStore(tmp_path).open()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import sqlite3
@@ -361,3 +362,40 @@ async def test_bot_authors_allowed_but_loop_guarded(
     assert await bridge.stop() == 0
     assert len(fake_telegram.sent(ALICE.token, chat_id=17)) == 3  # BOT_LOOP_LIMIT
     assert "bot-to-bot loop guard tripped" in bridge.logs()
+
+
+async def test_restart_resumes_a_reply_from_the_chunk_in_flight(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    three_chunks = "\n\n".join(f"Part {i}: " + "word " * 700 for i in range(3))
+    fake_llm.set_default(None, Reply(three_chunks))
+    bridge = BridgeProcess.write(tmp_path, config_for(fake_telegram, fake_llm, [ALICE]))
+    await started(bridge, fake_telegram, [ALICE])
+    held = fake_telegram.hold_next(ALICE.token, "sendMessage", after=1)  # chunk 1 in flight
+    fake_telegram.inject_message(ALICE.token, chat_id=19, text="tell me everything")
+    await asyncio.wait_for(held.wait(), 30)
+    await bridge.kill()
+
+    restarted = BridgeProcess(bridge.config_path)
+    await started(restarted, fake_telegram, [ALICE])
+    sent = await fake_telegram.wait_for_sent(ALICE.token, 3, chat_id=19, timeout=30)
+    assert await restarted.stop() == 0
+    assert [m.text.split(":")[0] for m in sent] == ["Part 0", "Part 1", "Part 2"]
+    assert len(fake_llm.requests) == 1  # the stored reply was re-sent, not regenerated
+    assert "chunk 1 was being sent when the bridge stopped" in restarted.logs()
+
+
+async def test_telegram_outage_on_send_is_retried_not_lost(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    bridge = BridgeProcess.write(tmp_path, config_for(fake_telegram, fake_llm, [ALICE]))
+    await started(bridge, fake_telegram, [ALICE])
+    fake_telegram.fail_next(
+        ALICE.token, "sendMessage", status=502, description="Bad Gateway", times=2
+    )
+    fake_telegram.drop_connection_next(ALICE.token, "sendMessage")
+    fake_telegram.inject_message(ALICE.token, chat_id=20, text="through the storm")
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=20, timeout=30)
+    assert await bridge.stop() == 0
+    assert reply.text.endswith("] through the storm")
+    assert len(fake_telegram.calls_to("sendMessage", ALICE.token)) == 4

@@ -10,6 +10,15 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class Resume:
+    """A reply generated before a restart, and how far its delivery got."""
+
+    reply: str
+    chunks_sent: int
+    in_flight: bool  # a chunk's send had started but was never confirmed
+
+
+@dataclass(frozen=True)
 class InboundMessage:
     """A message a person sent, already admitted by the channel's access rules."""
 
@@ -23,6 +32,7 @@ class InboundMessage:
     chat_type: str = "private"
     # The durable-inbox id (Telegram update_id); the app marks it done once answered.
     inbox_id: int | None = None
+    resume: Resume | None = None
 
     @property
     def chat_key(self) -> tuple[str, str, str | None]:
@@ -50,6 +60,32 @@ class InboxEntry(Protocol):
     @property
     def payload(self) -> str: ...
 
+    @property
+    def reply(self) -> str | None: ...
+
+    @property
+    def chunks_sent(self) -> int: ...
+
+    @property
+    def sending(self) -> int | None: ...
+
+
+def resume_of(entry: InboxEntry) -> Resume | None:
+    if entry.reply is None:
+        return None
+    in_flight = entry.sending is not None and entry.sending == entry.chunks_sent
+    return Resume(entry.reply, entry.chunks_sent, in_flight)
+
+
+class DeliveryLog(Protocol):
+    """Told before and after each chunk of a reply goes out, so a crash can resume it."""
+
+    first_chunk: int
+
+    async def sending(self, index: int) -> None: ...
+
+    async def sent(self, index: int) -> None: ...
+
 
 class Channel(ABC):
     """One connection to a chat platform (one Telegram bot token, the terminal, …)."""
@@ -61,8 +97,15 @@ class Channel(ABC):
         """Connect and begin delivering messages to ``handler``; return once receiving."""
 
     @abstractmethod
-    async def send(self, chat_id: str, text: str, *, topic_id: str | None = None) -> None:
-        """Deliver one reply; raises ``ChannelError`` subclasses only."""
+    async def send(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        topic_id: str | None = None,
+        delivery: DeliveryLog | None = None,
+    ) -> None:
+        """Deliver one reply, from ``delivery.first_chunk`` on; raises ``ChannelError`` only."""
 
     @abstractmethod
     async def stop(self) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import sys
 from typing import TextIO
 
-from bot.channels.base import Channel, InboundMessage, MessageHandler
+from bot.channels.base import Channel, DeliveryLog, InboundMessage, MessageHandler
 
 CHANNEL = "console"
 CHAT_ID = "local"
@@ -51,7 +51,14 @@ class ConsoleChannel(Channel):
         finally:
             self.finished.set()
 
-    async def send(self, chat_id: str, text: str, *, topic_id: str | None = None) -> None:
+    async def send(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        topic_id: str | None = None,
+        delivery: DeliveryLog | None = None,
+    ) -> None:
         self._write(f"{self._agent_name}> {text}\n")
         self._waiting = max(0, self._waiting - 1)
         if not self.finished.is_set() and self._waiting == 0:

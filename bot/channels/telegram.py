@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -23,17 +24,31 @@ from telegram.constants import ChatAction, ParseMode
 from telegram.request import HTTPXRequest
 
 from bot.channels import telegram_errors
-from bot.channels.base import Channel, InboundMessage, Inbox, MessageHandler
+from bot.channels.base import (
+    Channel,
+    DeliveryLog,
+    InboundMessage,
+    Inbox,
+    MessageHandler,
+    resume_of,
+)
 from bot.channels.telegram_access import BotIdentity, Verdict, judge, strip_mention
 from bot.channels.telegram_render import RenderedChunk, render_markdown
 from bot.config.schema import TelegramBot
-from bot.errors import ChannelAuthError, ChannelError, ChannelRateLimited, MessageRejected
+from bot.errors import (
+    ChannelAuthError,
+    ChannelError,
+    ChannelRateLimited,
+    ChannelUnavailable,
+    MessageRejected,
+)
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
 MAX_BACKOFF_S = 30.0
 MAX_RATE_LIMIT_RETRIES = 3
+MAX_UNAVAILABLE_RETRIES = 3  # 1 s, 2 s, 4 s apart
 TYPING_EVERY_S = 4.0
 BOT_LOOP_LIMIT = 3  # consecutive bot-authored turns per chat when allow_bots is on
 COMMANDS = (
@@ -85,7 +100,7 @@ class TelegramChannel(Channel):
             update = Update.de_json(json.loads(row.payload), self._bot)
             message = self._inbound(update)
             if message is not None:
-                await handler(message)
+                await handler(dataclasses.replace(message, resume=resume_of(row)))
             else:
                 await self._inbox.inbox_done(self.name, update.update_id)
         self._handler = handler
@@ -121,10 +136,25 @@ class TelegramChannel(Channel):
         """Release the HTTP pools; after the last reply has been sent."""
         await self._bot.shutdown()
 
-    async def send(self, chat_id: str, text: str, *, topic_id: str | None = None) -> None:
+    async def send(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        topic_id: str | None = None,
+        delivery: DeliveryLog | None = None,
+    ) -> None:
         thread = int(topic_id) if topic_id else None
-        for chunk in render_markdown(text):
+        first = delivery.first_chunk if delivery is not None else 0
+        # Rendering is deterministic, so chunk indices survive a restart.
+        for index, chunk in enumerate(render_markdown(text)):
+            if index < first:
+                continue
+            if delivery is not None:
+                await delivery.sending(index)
             await self._send_chunk(int(chat_id), chunk, thread)
+            if delivery is not None:
+                await delivery.sent(index)
 
     async def _send_chunk(self, chat_id: int, chunk: RenderedChunk, thread: int | None) -> None:
         try:
@@ -166,18 +196,26 @@ class TelegramChannel(Channel):
             await asyncio.gather(task, return_exceptions=True)
 
     async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
-        """One Bot API call, waiting out 429 ``retry_after`` a bounded number of times."""
-        for attempt in range(MAX_RATE_LIMIT_RETRIES + 1):
+        """One Bot API call: waits out 429 ``retry_after`` and retries 5xx, timeouts and
+        dropped connections a bounded number of times (a retried send may arrive twice if
+        only its answer was lost: preferred to losing it)."""
+        unavailable = 0
+        for _ in range(MAX_RATE_LIMIT_RETRIES + MAX_UNAVAILABLE_RETRIES + 1):
             try:
                 return await request()
             except tg.TelegramError as exc:
                 error = telegram_errors.translate(exc)
-                if isinstance(error, ChannelRateLimited) and attempt < MAX_RATE_LIMIT_RETRIES:
+                if isinstance(error, ChannelRateLimited):
                     log.warning("bot %s: rate limited; waiting %.0fs", self.name, error.retry_after)
                     await asyncio.sleep(error.retry_after)
                     continue
+                if isinstance(error, ChannelUnavailable) and unavailable < MAX_UNAVAILABLE_RETRIES:
+                    unavailable += 1
+                    log.warning("bot %s: %s; retry %d", self.name, error, unavailable)
+                    await asyncio.sleep(2.0 ** (unavailable - 1))
+                    continue
                 raise error from exc
-        raise AssertionError("unreachable")
+        raise ChannelError("Telegram kept refusing; giving up on this call")
 
     async def _poll_forever(self, handler: MessageHandler) -> None:
         """Polls until stopped; an unexpected crash of the loop restarts it after a pause."""

@@ -11,6 +11,7 @@ from bot.errors import (
     ChannelAuthError,
     ChannelError,
     ChannelRateLimited,
+    ChannelUnavailable,
     MessageRejected,
 )
 
@@ -30,7 +31,9 @@ def translate(exc: tg.TelegramError) -> ChannelError:
     if isinstance(exc, tg.Conflict):
         return ChannelError(f"Telegram conflict: {exc.message}")
     if isinstance(exc, tg.TimedOut):
-        return ChannelError("Telegram request timed out")
+        return ChannelUnavailable("Telegram request timed out")
+    if isinstance(exc, tg.NetworkError):  # 5xx answers and connection failures
+        return ChannelUnavailable(f"Telegram unreachable: {exc.message}")
     return ChannelError(f"Telegram error: {type(exc).__name__}: {exc.message}")
 
 

@@ -100,6 +100,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         # Summaries written before v3 have no known model; '' says so.
         ("ALTER TABLE summaries ADD COLUMN model_name TEXT NOT NULL DEFAULT ''",),
     ),
+    Migration(
+        4,
+        "outbox: the reply of an update and how much of it was delivered",
+        (
+            # The generated reply, so a restart re-sends it instead of asking a model again.
+            "ALTER TABLE inbox ADD COLUMN reply TEXT",
+            # Chunks confirmed delivered, and the chunk whose send had started: when the two
+            # meet after a crash, that one chunk may or may not have reached the chat.
+            "ALTER TABLE inbox ADD COLUMN chunks_sent INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE inbox ADD COLUMN sending INTEGER",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -84,6 +84,9 @@ class InboxRow:
     payload: str  # JSON text, as the channel received it
     status: str  # "pending" | "done"
     received_at: float
+    reply: str | None = None  # set once generated: a restart re-sends it, no model call
+    chunks_sent: int = 0  # reply chunks confirmed delivered
+    sending: int | None = None  # the chunk whose send had started, until confirmed
 
 
 class SessionStore(ABC):
@@ -172,6 +175,16 @@ class SessionStore(ABC):
         """Mark an update answered; StoreError if it was never put."""
 
     @abstractmethod
+    async def inbox_reply(self, channel: str, update_id: int, reply: str) -> None:
+        """Keep the generated reply with its update, before any of it is sent."""
+
+    @abstractmethod
+    async def inbox_progress(
+        self, channel: str, update_id: int, *, sending: int | None, chunks_sent: int
+    ) -> None:
+        """Record delivery: ``sending`` before a chunk goes out, ``chunks_sent`` after."""
+
+    @abstractmethod
     async def inbox_backlog(self) -> int:
         """How many updates wait to be answered, over all channels."""
 
@@ -243,8 +256,22 @@ class SqliteSessionStore(SessionStore):
     async def open(self) -> None:
         if self._conn is not None:
             return
+        directory = Path(self._path).parent
+        if str(self._path) != ":memory:" and not directory.is_dir():
+            raise StoreError(
+                f"session store: opening {self._path}: directory {directory} does not exist"
+            )
         with _translated(f"opening {self._path}"):
-            conn = await aiosqlite.connect(self._path, isolation_level=None)
+            pending = aiosqlite.connect(self._path, isolation_level=None)
+            try:
+                conn = await pending
+            except BaseException:
+                # aiosqlite stops its worker thread on a failed connect without waiting; the
+                # thread then reports to our loop. Wait for it while the loop still runs.
+                worker = getattr(pending, "_thread", None)
+                if worker is not None:
+                    await asyncio.to_thread(worker.join, 5.0)
+                raise
             try:
                 # WAL: readers (sessions export, ops) never block the bot's writes.
                 # synchronous=NORMAL survives a process crash; only power loss can undo
@@ -401,7 +428,10 @@ class SqliteSessionStore(SessionStore):
         return (await self._write("inbox_put", sql, params))[1] == 1
 
     async def inbox_pending(self, channel: str | None = None) -> list[InboxRow]:
-        sql = "SELECT channel, update_id, payload, status, received_at FROM inbox"
+        sql = (
+            "SELECT channel, update_id, payload, status, received_at, reply, chunks_sent,"
+            " sending FROM inbox"
+        )
         sql += " WHERE status = 'pending'" + ("" if channel is None else " AND channel = ?")
         # rowid is arrival order; received_at could go backwards with the wall clock.
         params = () if channel is None else (channel,)
@@ -414,6 +444,19 @@ class SqliteSessionStore(SessionStore):
             " WHERE channel = ? AND update_id = ?"
         )
         if (await self._write("inbox_done", sql, (self._clock(), channel, update_id)))[1] != 1:
+            raise StoreError(f"session store: inbox has no update {channel}/{update_id}")
+
+    async def inbox_reply(self, channel: str, update_id: int, reply: str) -> None:
+        sql = "UPDATE inbox SET reply = ? WHERE channel = ? AND update_id = ?"
+        if (await self._write("inbox_reply", sql, (clean_text(reply), channel, update_id)))[1] != 1:
+            raise StoreError(f"session store: inbox has no update {channel}/{update_id}")
+
+    async def inbox_progress(
+        self, channel: str, update_id: int, *, sending: int | None, chunks_sent: int
+    ) -> None:
+        sql = "UPDATE inbox SET sending = ?, chunks_sent = ? WHERE channel = ? AND update_id = ?"
+        params = (sending, chunks_sent, channel, update_id)
+        if (await self._write("inbox_progress", sql, params))[1] != 1:
             raise StoreError(f"session store: inbox has no update {channel}/{update_id}")
 
     async def inbox_backlog(self) -> int:

@@ -110,7 +110,9 @@ class _Signal:
 
 @dataclass
 class _Fault:
-    error: _ApiError | None  # None: drop the connection
+    error: _ApiError | None  # None: drop the connection (or hold it, see ``arrived``)
+    arrived: asyncio.Event | None = None  # set: park the request unanswered until stop()
+    passthrough: bool = False  # no fault: lets ``hold_next(after=N)`` skip N calls
 
 
 @dataclass
@@ -236,6 +238,7 @@ class FakeTelegram:
         self._bots: dict[str, _BotState] = {}
         self._sent: list[SentMessage] = []
         self._sent_signal = _Signal()
+        self._stopped = asyncio.Event()
         self._poll_signal = _Signal()
         self.calls: list[ApiCall] = []
         self._methods: dict[str, Callable[[_BotState, dict[str, Any]], Awaitable[Any]]] = {
@@ -274,6 +277,7 @@ class FakeTelegram:
         if self._runner is None:
             return
         self._closing = True  # parked long polls answer [] instead of holding shutdown up
+        self._stopped.set()  # held requests give up too
         for state in self._bots.values():
             state.signal.notify()
         runner, self._runner = self._runner, None
@@ -403,6 +407,16 @@ class FakeTelegram:
         faults = self._state(token).faults.setdefault(method.lower(), [])
         faults.extend(_Fault(error) for _ in range(times))
 
+    def hold_next(self, token: str, method: str, *, after: int = 0) -> asyncio.Event:
+        """Park a call of ``method`` unanswered — a request in flight that Telegram never
+        processed — until the fake stops (then 502; nothing recorded). ``after`` calls are
+        served normally first. The returned event is set when the held request arrives."""
+        arrived = asyncio.Event()
+        faults = self._state(token).faults.setdefault(method.lower(), [])
+        faults.extend(_Fault(None, passthrough=True) for _ in range(after))
+        faults.append(_Fault(None, arrived))
+        return arrived
+
     def drop_connection_next(self, token: str, method: str, times: int = 1) -> None:
         """Make the next ``times`` calls of ``method`` end with a closed socket, no answer."""
         faults = self._state(token).faults.setdefault(method.lower(), [])
@@ -509,8 +523,11 @@ class FakeTelegram:
             return web.json_response(_error_body(_ApiError(401, "Unauthorized")), status=401)
         _log.debug("fake telegram: @%s %s", state.bot.username, method)
         faults = state.faults.get(method.lower())
-        if faults:
-            fault = faults.pop(0)
+        if faults and not (fault := faults.pop(0)).passthrough:
+            if fault.arrived is not None:
+                fault.arrived.set()
+                await self._stopped.wait()
+                return web.json_response(_error_body(_ApiError(502, "Bad Gateway")), status=502)
             if fault.error is not None:
                 return web.json_response(_error_body(fault.error), status=fault.error.status)
             if request.transport is not None:
