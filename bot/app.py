@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 MODEL_REFUSED = "The model could not answer this message; try rephrasing it."
 STORE_FAILED = "I could not save this conversation just now; please try again shortly."
 RETRY_UNDELIVERED_S = 30.0
+# Telegram caps a message at 4096 characters; other channels (or a hostile API) may not.
+MAX_INBOUND_CHARS = 32_000
 
 ChannelFactory = Callable[[LoadedConfig, Inbox], Iterable[Channel]]
 
@@ -256,6 +258,17 @@ class App:
         command = parse_command(message.text)
         if command is not None:
             return await generation.commands.answer(command, agent, route)
+        if len(message.text) > MAX_INBOUND_CHARS:
+            log.warning(
+                "channel=%s chat=%s: message of %d characters refused",
+                route.channel,
+                route.chat_id,
+                len(message.text),
+            )
+            return (
+                f"That message is too long for me ({len(message.text):,} characters; "
+                f"the limit is {MAX_INBOUND_CHARS:,}). Please send it in parts."
+            )
         try:
             async with channel.typing(route.chat_id, route.topic_id):
                 result = await generation.runner.run(agent, route, message.text)

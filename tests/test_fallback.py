@@ -287,3 +287,12 @@ async def test_concurrent_first_calls_create_one_provider_per_entry(fake_llm: Fa
     assert dispatcher.created == 2
     assert len(fake_llm.requests) == 50
     await dispatcher.aclose()
+
+
+async def test_413_is_treated_as_a_context_window_error(
+    chain: FallbackChain, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script("primary-id", Fault(413, "Request Entity Too Large"))
+    with pytest.raises(ContextWindowExceeded):
+        await chain.chat(ChainSpec(primary="primary", fallbacks=("backup",)), REQUEST)
+    assert [r.model for r in fake_llm.requests] == ["primary-id"]

@@ -33,7 +33,8 @@ from bot.channels.base import (
     resume_of,
 )
 from bot.channels.telegram_access import BotIdentity, Verdict, judge, strip_mention
-from bot.channels.telegram_render import RenderedChunk, render_markdown
+from bot.channels.telegram_render import TELEGRAM_LIMIT, RenderedChunk, render_markdown
+from bot.channels.telegram_split import chunk_ranges
 from bot.config.schema import TelegramBot
 from bot.errors import (
     ChannelAuthError,
@@ -167,14 +168,26 @@ class TelegramChannel(Channel):
                 )
             )
         except MessageRejected as exc:
-            if "parse entities" not in str(exc).lower():
-                raise
-            log.warning("bot %s: Telegram refused our HTML; resending as plain text", self.name)
-            await self._call(
-                lambda: self._bot.send_message(
-                    chat_id=chat_id, text=chunk.plain, message_thread_id=thread
+            reason = str(exc).lower()
+            if "parse entities" in reason:
+                log.warning("bot %s: Telegram refused our HTML; resending as plain text", self.name)
+                pieces = [chunk.plain]
+            elif "too long" in reason:
+                # Our count and Telegram's disagreed: plain text in pieces half the size.
+                log.warning(
+                    "bot %s: Telegram found a chunk too long; resending it smaller", self.name
                 )
-            )
+                text = chunk.plain
+                pieces = [text[a:b] for a, b in chunk_ranges(text, TELEGRAM_LIMIT // 2)]
+            else:
+                raise
+            for piece in pieces:
+                await self._send_plain(chat_id, piece, thread)
+
+    async def _send_plain(self, chat_id: int, text: str, thread: int | None) -> None:
+        await self._call(
+            lambda: self._bot.send_message(chat_id=chat_id, text=text, message_thread_id=thread)
+        )
 
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:

@@ -54,6 +54,8 @@ def from_response(response: httpx.Response, model_name: str) -> ProviderError:
         return ProviderAuthError(text, model_name=model_name, status=status)
     if status == 404:
         return ModelNotFound(text, model_name=model_name, status=status)
+    if status == 413:  # the request body is too big for the server: same remedy
+        return ContextWindowExceeded(text, model_name=model_name, status=status)
     if status == 408 or status >= 500:
         return ProviderUnavailable(text, model_name=model_name, status=status)
     if any(marker in lowered for marker in _CONTEXT_MARKERS):
