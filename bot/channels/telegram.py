@@ -15,12 +15,12 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from telegram import Bot, BotCommand, Update
 from telegram import error as tg
-from telegram.constants import ChatAction, ParseMode
+from telegram.constants import ChatAction
 from telegram.request import HTTPXRequest
 
 from bot.channels import telegram_errors
@@ -33,23 +33,18 @@ from bot.channels.base import (
     resume_of,
 )
 from bot.channels.telegram_access import BotIdentity, Verdict, judge, strip_mention
-from bot.channels.telegram_render import TELEGRAM_LIMIT, RenderedChunk, render_markdown
-from bot.channels.telegram_split import chunk_ranges
+from bot.channels.telegram_send import TelegramSender
 from bot.config.schema import TelegramBot
 from bot.errors import (
     ChannelAuthError,
     ChannelError,
     ChannelRateLimited,
-    ChannelUnavailable,
-    MessageRejected,
 )
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
 MAX_BACKOFF_S = 30.0
-MAX_RATE_LIMIT_RETRIES = 3
-MAX_UNAVAILABLE_RETRIES = 3  # 1 s, 2 s, 4 s apart
 TYPING_EVERY_S = 4.0
 BOT_LOOP_LIMIT = 3  # consecutive bot-authored turns per chat when allow_bots is on
 COMMANDS = (
@@ -58,8 +53,6 @@ COMMANDS = (
     BotCommand("new", "start a fresh conversation"),
     BotCommand("status", "agent, models and session size"),
 )
-
-T = TypeVar("T")
 
 
 class TelegramChannel(Channel):
@@ -77,6 +70,7 @@ class TelegramChannel(Channel):
             request=HTTPXRequest(connection_pool_size=16, read_timeout=30.0),
             get_updates_request=HTTPXRequest(read_timeout=poll_timeout + 10.0),
         )
+        self._sender = TelegramSender(self._bot, self.name)
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._strangers_told: set[int] = set()
@@ -145,49 +139,7 @@ class TelegramChannel(Channel):
         topic_id: str | None = None,
         delivery: DeliveryLog | None = None,
     ) -> None:
-        thread = int(topic_id) if topic_id else None
-        first = delivery.first_chunk if delivery is not None else 0
-        # Rendering is deterministic, so chunk indices survive a restart.
-        for index, chunk in enumerate(render_markdown(text)):
-            if index < first:
-                continue
-            if delivery is not None:
-                await delivery.sending(index)
-            await self._send_chunk(int(chat_id), chunk, thread)
-            if delivery is not None:
-                await delivery.sent(index)
-
-    async def _send_chunk(self, chat_id: int, chunk: RenderedChunk, thread: int | None) -> None:
-        try:
-            await self._call(
-                lambda: self._bot.send_message(
-                    chat_id=chat_id,
-                    text=chunk.html,
-                    parse_mode=ParseMode.HTML,
-                    message_thread_id=thread,
-                )
-            )
-        except MessageRejected as exc:
-            reason = str(exc).lower()
-            if "parse entities" in reason:
-                log.warning("bot %s: Telegram refused our HTML; resending as plain text", self.name)
-                pieces = [chunk.plain]
-            elif "too long" in reason:
-                # Our count and Telegram's disagreed: plain text in pieces half the size.
-                log.warning(
-                    "bot %s: Telegram found a chunk too long; resending it smaller", self.name
-                )
-                text = chunk.plain
-                pieces = [text[a:b] for a, b in chunk_ranges(text, TELEGRAM_LIMIT // 2)]
-            else:
-                raise
-            for piece in pieces:
-                await self._send_plain(chat_id, piece, thread)
-
-    async def _send_plain(self, chat_id: int, text: str, thread: int | None) -> None:
-        await self._call(
-            lambda: self._bot.send_message(chat_id=chat_id, text=text, message_thread_id=thread)
-        )
+        await self._sender.reply(int(chat_id), text, int(topic_id) if topic_id else None, delivery)
 
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:
@@ -207,28 +159,6 @@ class TelegramChannel(Channel):
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-    async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
-        """One Bot API call: waits out 429 ``retry_after`` and retries 5xx, timeouts and
-        dropped connections a bounded number of times (a retried send may arrive twice if
-        only its answer was lost: preferred to losing it)."""
-        unavailable = 0
-        for _ in range(MAX_RATE_LIMIT_RETRIES + MAX_UNAVAILABLE_RETRIES + 1):
-            try:
-                return await request()
-            except tg.TelegramError as exc:
-                error = telegram_errors.translate(exc)
-                if isinstance(error, ChannelRateLimited):
-                    log.warning("bot %s: rate limited; waiting %.0fs", self.name, error.retry_after)
-                    await asyncio.sleep(error.retry_after)
-                    continue
-                if isinstance(error, ChannelUnavailable) and unavailable < MAX_UNAVAILABLE_RETRIES:
-                    unavailable += 1
-                    log.warning("bot %s: %s; retry %d", self.name, error, unavailable)
-                    await asyncio.sleep(2.0 ** (unavailable - 1))
-                    continue
-                raise error from exc
-        raise ChannelError("Telegram kept refusing; giving up on this call")
 
     async def _poll_forever(self, handler: MessageHandler) -> None:
         """Polls until stopped; an unexpected crash of the loop restarts it after a pause."""
@@ -323,11 +253,8 @@ class TelegramChannel(Channel):
         self._strangers_told.add(sender)
         log.info("bot %s: refused a message from a stranger", self.name)
         try:
-            await self._call(
-                lambda: self._bot.send_message(
-                    chat_id=chat_id,
-                    text=f"Sorry, I only talk to people on my list. Your Telegram id is {sender}.",
-                )
+            await self._sender.plain(
+                chat_id, f"Sorry, I only talk to people on my list. Your Telegram id is {sender}."
             )
         except ChannelError as exc:
             log.warning("bot %s: could not answer a stranger: %s", self.name, exc)

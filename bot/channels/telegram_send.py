@@ -1,0 +1,104 @@
+"""Delivering one reply through the Bot API: chunks, outbox progress, retries, fallbacks.
+
+Each chunk is sent as Telegram HTML; if Telegram cannot parse it, the same chunk goes as
+plain text; if Telegram finds it too long, as plain text in smaller pieces. 429s are
+waited out, and 5xx answers, timeouts and dropped connections retried a bounded number
+of times (a retried send may arrive twice if only its answer was lost: preferred to
+losing it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from telegram import Bot
+from telegram import error as tg
+from telegram.constants import ParseMode
+
+from bot.channels import telegram_errors
+from bot.channels.base import DeliveryLog
+from bot.channels.telegram_render import TELEGRAM_LIMIT, RenderedChunk, render_markdown
+from bot.channels.telegram_split import chunk_ranges
+from bot.errors import ChannelError, ChannelRateLimited, ChannelUnavailable, MessageRejected
+
+log = logging.getLogger(__name__)
+
+MAX_RATE_LIMIT_RETRIES = 3
+MAX_UNAVAILABLE_RETRIES = 3  # 1 s, 2 s, 4 s apart
+
+T = TypeVar("T")
+
+
+class TelegramSender:
+    def __init__(self, bot: Bot, name: str) -> None:
+        self._bot = bot
+        self.name = name
+
+    async def reply(
+        self, chat_id: int, text: str, thread: int | None, delivery: DeliveryLog | None
+    ) -> None:
+        first = delivery.first_chunk if delivery is not None else 0
+        # Rendering is deterministic, so chunk indices survive a restart.
+        for index, chunk in enumerate(render_markdown(text)):
+            if index < first:
+                continue
+            if delivery is not None:
+                await delivery.sending(index)
+            await self._send_chunk(chat_id, chunk, thread)
+            if delivery is not None:
+                await delivery.sent(index)
+
+    async def plain(self, chat_id: int, text: str, thread: int | None = None) -> None:
+        await self.call(
+            lambda: self._bot.send_message(chat_id=chat_id, text=text, message_thread_id=thread)
+        )
+
+    async def _send_chunk(self, chat_id: int, chunk: RenderedChunk, thread: int | None) -> None:
+        try:
+            await self.call(
+                lambda: self._bot.send_message(
+                    chat_id=chat_id,
+                    text=chunk.html,
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                )
+            )
+        except MessageRejected as exc:
+            reason = str(exc).lower()
+            if "parse entities" in reason:
+                log.warning("bot %s: Telegram refused our HTML; resending as plain text", self.name)
+                pieces = [chunk.plain]
+            elif "too long" in reason:
+                # Our count and Telegram's disagreed: plain text in pieces half the size.
+                log.warning(
+                    "bot %s: Telegram found a chunk too long; resending it smaller", self.name
+                )
+                text = chunk.plain
+                pieces = [text[a:b] for a, b in chunk_ranges(text, TELEGRAM_LIMIT // 2)]
+            else:
+                raise
+            for piece in pieces:
+                await self.plain(chat_id, piece, thread)
+
+    async def call(self, request: Callable[[], Awaitable[T]]) -> T:
+        """One Bot API call, with the bounded waiting and retrying described above."""
+        unavailable = 0
+        for _ in range(MAX_RATE_LIMIT_RETRIES + MAX_UNAVAILABLE_RETRIES + 1):
+            try:
+                return await request()
+            except tg.TelegramError as exc:
+                error = telegram_errors.translate(exc)
+                if isinstance(error, ChannelRateLimited):
+                    log.warning("bot %s: rate limited; waiting %.0fs", self.name, error.retry_after)
+                    await asyncio.sleep(error.retry_after)
+                    continue
+                if isinstance(error, ChannelUnavailable) and unavailable < MAX_UNAVAILABLE_RETRIES:
+                    unavailable += 1
+                    log.warning("bot %s: %s; retry %d", self.name, error, unavailable)
+                    await asyncio.sleep(2.0 ** (unavailable - 1))
+                    continue
+                raise error from exc
+        raise ChannelError("Telegram kept refusing; giving up on this call")
