@@ -53,9 +53,7 @@ def config_for(
 
 
 async def started(bridge: BridgeProcess, fake: FakeTelegram, bots: list[BotPlan]) -> None:
-    await bridge.start()
-    for plan in bots:
-        await fake.wait_for_poll(plan.token, timeout=30)
+    await bridge.start_polling(fake, *(b.token for b in bots))
 
 
 async def test_chaos_random_kill_9_during_500_messages(

@@ -37,9 +37,7 @@ def config_for(fake_telegram: FakeTelegram, fake_llm: FakeLLM, bots: list[BotPla
 
 
 async def started(bridge: BridgeProcess, fake: FakeTelegram, bots: list[BotPlan]) -> None:
-    await bridge.start()
-    for bot in bots:
-        await fake.wait_for_poll(bot.token, timeout=30)
+    await bridge.start_polling(fake, *(b.token for b in bots))
 
 
 async def test_three_bots_ten_chats_interleaved_in_order(

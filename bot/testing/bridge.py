@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.testing.fake_telegram import FakeTelegram
+
 
 @dataclass(frozen=True)
 class BotPlan:
@@ -112,6 +114,12 @@ class BridgeProcess:
                 env=self._env,
                 start_new_session=True,
             )
+
+    async def start_polling(self, telegram: FakeTelegram, *tokens: str) -> None:
+        """Start, then wait until every bot named by ``tokens`` has a long poll open."""
+        await self.start()
+        for token in tokens:
+            await telegram.wait_for_poll(token, timeout=30)
 
     @property
     def pid(self) -> int:
