@@ -18,7 +18,7 @@ from bot.errors import ContextWindowExceeded
 from bot.providers.fallback import FallbackChain
 from bot.routing import Route
 from bot.sessions.compaction import CompactionWorker
-from bot.sessions.context import build_context
+from bot.sessions.context import build_context, message_tokens, unsummarised_tokens
 from bot.sessions.store import SessionKey, SessionStore
 from bot.types import ChatMessage, ChatRequest, ChatResponse
 
@@ -76,7 +76,7 @@ class TurnRunner:
         context = ToolContext(agent, route, session_id, depth)
         rounds = 0
         while True:
-            response = await self._ask(agent, session_id)
+            response, history_tokens = await self._ask(agent, session_id)
             await self._store.append(
                 session_id,
                 ChatMessage(
@@ -102,7 +102,7 @@ class TurnRunner:
                     )
                 text = tool_limit_message(rounds)
                 await self._store.append(session_id, ChatMessage("assistant", text))
-                await self._compaction.note_growth(session_id)
+                self._compaction.note_size(session_id, history_tokens)
                 return TurnResult(text, response.model_name, session_id, rounds)
             rounds += 1
             for call in response.tool_calls:
@@ -110,10 +110,12 @@ class TurnRunner:
                 await self._store.append(
                     session_id, ChatMessage("tool", result, tool_call_id=call.id)
                 )
-        await self._compaction.note_growth(session_id)
+        reply_tokens = message_tokens(ChatMessage("assistant", response.text))
+        self._compaction.note_size(session_id, history_tokens + reply_tokens)
         return TurnResult(response.text, response.model_name, session_id, rounds)
 
-    async def _ask(self, agent: Agent, session_id: int) -> ChatResponse:
+    async def _ask(self, agent: Agent, session_id: int) -> tuple[ChatResponse, int]:
+        """The model's answer, and the size of the unsummarised history it was built from."""
         budget = self._settings.context_window_tokens
         try:
             return await self._request(agent, session_id, budget)
@@ -126,7 +128,9 @@ class TurnRunner:
             )
             return await self._request(agent, session_id, budget // 2)
 
-    async def _request(self, agent: Agent, session_id: int, budget: int) -> ChatResponse:
+    async def _request(
+        self, agent: Agent, session_id: int, budget: int
+    ) -> tuple[ChatResponse, int]:
         summary = await self._store.latest_summary(session_id)
         after = summary.covers_up_to if summary else 0
         history = await self._store.messages(session_id, after_id=after)
@@ -138,7 +142,8 @@ class TurnRunner:
                 session_id,
                 window.dropped,
             )
-        return await self._chain.chat(
+        response = await self._chain.chat(
             agent.chain,
             ChatRequest(system=window.system, messages=window.messages, tools=self._tools.specs()),
         )
+        return response, unsummarised_tokens(history)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from bot.config.schema import SessionSettings
 from bot.errors import AllModelsFailed, ProviderError, StoreError
 from bot.providers.fallback import RoleChains
-from bot.sessions.context import unsummarised_tokens
 from bot.sessions.store import SessionStore, StoredMessage
 from bot.types import ChatMessage, ChatRequest
 
@@ -76,15 +75,13 @@ class CompactionWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def note_growth(self, session_id: int) -> None:
-        """After a turn: queue a job if the unsummarised part passed ``compact_at_tokens``."""
+    def note_size(self, session_id: int, unsummarised_tokens: int) -> None:
+        """After a turn: queue a job if the unsummarised part passed ``compact_at_tokens``.
+
+        The turn passes the size it already knows, so the history is not read twice."""
         if session_id in self._queued or self._clock() < self._not_before.get(session_id, 0):
             return
-        summary = await self._store.latest_summary(session_id)
-        pending = await self._store.messages(
-            session_id, after_id=summary.covers_up_to if summary else 0
-        )
-        if unsummarised_tokens(pending) > self._settings.compact_at_tokens:
+        if unsummarised_tokens > self._settings.compact_at_tokens:
             self.request(session_id)
 
     def request(self, session_id: int) -> None:
