@@ -52,14 +52,6 @@ def telegram_channels(loaded: LoadedConfig, inbox: Inbox) -> list[Channel]:
     return [TelegramChannel(bot, inbox) for bot in loaded.config.channels.bots()]
 
 
-def secrets_of(loaded: LoadedConfig) -> list[str]:
-    """Every secret in a config, for log redaction."""
-    config = loaded.config
-    found = [b.token.get_secret_value() for b in config.channels.bots()]
-    found += [m.api_key.get_secret_value() for m in config.model_list if m.api_key]
-    return found
-
-
 class App:
     def __init__(
         self,
@@ -89,7 +81,11 @@ class App:
         return self.generation.loaded
 
     def secrets(self) -> list[str]:
-        return secrets_of(self.loaded)
+        """Every secret in the config, for log redaction."""
+        config = self.loaded.config
+        found = [b.token.get_secret_value() for b in config.channels.bots()]
+        found += [m.api_key.get_secret_value() for m in config.model_list if m.api_key]
+        return found
 
     def _build(self, loaded: LoadedConfig) -> Generation:
         return Generation.build(
@@ -134,8 +130,7 @@ class App:
             log.warning("turns still running after %.0fs; cancelling them", grace_s)
             await self.lanes.cancel()
         for channel in channels:
-            if isinstance(channel, TelegramChannel):
-                await channel.close()
+            await channel.close()
         await self.generation.close_now()
         await self.compaction.stop()
         await self.store.aclose()
@@ -173,8 +168,7 @@ class App:
         ]
         for channel in stale:
             await channel.stop()
-            if isinstance(channel, TelegramChannel):
-                await channel.close()
+            await channel.close()
             del self.channels[channel.name]
         await self._start_channels([c for n, c in wanted.items() if n not in self.channels])
 
@@ -328,16 +322,10 @@ class App:
     # --- health ---------------------------------------------------------------------
 
     def polling(self) -> dict[str, bool]:
-        return {name: getattr(c, "polling", True) for name, c in self.channels.items()}
+        return {name: bool(c.status()["polling"]) for name, c in self.channels.items()}
 
     async def health(self) -> HealthReport:
-        bots = {
-            name: {
-                "polling": getattr(c, "polling", True),
-                "username": getattr(getattr(c, "me", None), "username", ""),
-            }
-            for name, c in self.channels.items()
-        }
+        bots = {name: c.status() for name, c in self.channels.items()}
         polling = self.polling()
         self.metrics.bots_polling.set(sum(polling.values()))
         return HealthReport(

@@ -111,6 +111,13 @@ class Channel(ABC):
     async def stop(self) -> None:
         """Stop receiving and release connections; sending after this is an error."""
 
+    async def close(self) -> None:  # noqa: B027 - most channels hold nothing to release
+        """Release connections; called after ``stop()`` once the last reply was sent."""
+
+    def status(self) -> dict[str, object]:
+        """What /readyz shows for this channel; ``polling`` False means not ready."""
+        return {"polling": True}
+
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:
         """Show that a reply is being prepared, for as long as the block runs."""

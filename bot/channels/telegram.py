@@ -16,7 +16,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from telegram import Bot, BotCommand, Update
 from telegram import error as tg
@@ -263,5 +262,5 @@ class TelegramChannel(Channel):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
-    def status(self) -> dict[str, Any]:
-        return {"username": self.me.username, "polling": self.polling}
+    def status(self) -> dict[str, object]:
+        return {"polling": self.polling, "username": self.me.username}

@@ -43,9 +43,6 @@ class ProviderDispatcher:
         self._lock = asyncio.Lock()
         self.created = 0  # how many providers were built; tests and /metrics read it
 
-    def entry(self, model_name: str) -> ModelEntry:
-        return self._entries[model_name]
-
     async def get(self, model_name: str) -> Provider:
         provider = self._providers.get(model_name)
         if provider is not None:
