@@ -13,7 +13,9 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from bot.app import App
 from bot.channels.telegram import TelegramChannel
@@ -72,8 +74,9 @@ async def serve(
         await app.stop(grace_s)
 
 
-async def _first(*waits: object) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]  # type: ignore[call-overload]
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    """Until the first of ``waits`` finishes; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
