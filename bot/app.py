@@ -1,47 +1,51 @@
 """The App owns every long-lived part and starts and stops them in order.
 
-Data path: channel → inbox → ``handle`` → per-chat lane → router → command or agent turn
-→ fallback chain → provider → channel.send → inbox row done. What one config builds lives
-in a ``Generation`` that a reload swaps; the store, lanes, channels and cooldowns outlive
-reloads. Nothing long-lived lives at module level.
+Data path: channel → inbox → ``handle`` → per-chat lane → ``Lifecycle`` (bot.lifecycle:
+generate once, store, deliver, finish) → router → command or agent turn → fallback chain
+→ provider → channel.send. What one config builds lives in a ``Generation`` that a reload
+swaps; the store, lanes, channels and cooldowns outlive reloads. Nothing long-lived lives
+at module level.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import json
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from bot.channels.base import Channel, DeliveryLog, InboundMessage, Inbox, Resume
+from bot.channels.base import Channel, InboundMessage, Inbox
 from bot.channels.telegram import TelegramChannel
 from bot.commands import parse_command
 from bot.config.loader import LoadedConfig, load_config
 from bot.errors import (
     AllModelsFailed,
     ChannelError,
-    ChannelUnavailable,
     ConfigError,
     ProviderError,
     StoreError,
 )
 from bot.generation import Generation
 from bot.lanes import ChatLanes
+from bot.lifecycle import Lifecycle, Ticket
 from bot.ops.gateway import HealthReport, cooling_models
 from bot.ops.metrics import BridgeMetrics
 from bot.providers.cooldown import CooldownBook
 from bot.routing import Route, Router
 from bot.sessions.compaction import CompactionWorker
-from bot.sessions.outbox import InboxDelivery
+from bot.sessions.inbox import TASK, InboxRow
+from bot.sessions.lock import StoreLock
 from bot.sessions.store import SessionStore, SqliteSessionStore
+from bot.types import JSONObject
 
 log = logging.getLogger(__name__)
 
 MODEL_REFUSED = "The model could not answer this message; try rephrasing it."
 STORE_FAILED = "I could not save this conversation just now; please try again shortly."
-RETRY_UNDELIVERED_S = 30.0
 # Telegram caps a message at 4096 characters; other channels (or a hostile API) may not.
 MAX_INBOUND_CHARS = 32_000
 
@@ -52,6 +56,27 @@ def telegram_channels(loaded: LoadedConfig, inbox: Inbox) -> list[Channel]:
     return [TelegramChannel(bot, inbox) for bot in loaded.config.channels.bots()]
 
 
+class OwnedInbox:
+    """The store's inbox as channels see it: every row they put is held by this process."""
+
+    def __init__(self, store: SessionStore, owner: str) -> None:
+        self._store = store
+        self._owner = owner
+
+    async def inbox_put(
+        self,
+        channel: str,
+        update_id: int,
+        payload: str,
+        *,
+        chat_id: str | None = None,
+        topic_id: str | None = None,
+    ) -> bool:
+        return await self._store.inbox_put(
+            channel, update_id, payload, chat_id=chat_id, topic_id=topic_id, owner=self._owner
+        )
+
+
 class App:
     def __init__(
         self,
@@ -60,12 +85,19 @@ class App:
         channels: ChannelFactory = telegram_channels,
         store: SessionStore | None = None,
         router: Router | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.store = store or SqliteSessionStore(loaded.database)
+        # ``run`` holds the database alone: two bridges on one SQLite file would both
+        # replay the pending inbox and answer it twice.
+        self._lock = StoreLock(loaded.database) if exclusive else None
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._inbox = OwnedInbox(self.store, self.owner)
         self.metrics = BridgeMetrics()
         self.cooldowns = CooldownBook()
         self.metrics.track_cooldowns(self.cooldowns.snapshot)
         self.lanes = ChatLanes()
+        self.chat_moves: dict[tuple[str, str], str] = {}
         self._channel_factory = channels
         self._fixed_router = router
         self.compaction = CompactionWorker(
@@ -74,6 +106,13 @@ class App:
         self.generation = self._build(loaded)
         self.compaction.use_roles(self.generation.roles)
         self.channels: dict[str, Channel] = {}
+        self.lifecycle = Lifecycle(
+            self.store,
+            self.channels,
+            generate=self._generate,
+            on_move=self._chat_moved,
+            on_done=self._done,
+        )
         self.turns_served = 0
 
     @property
@@ -93,24 +132,32 @@ class App:
             store=self.store,
             cooldowns=self.cooldowns,
             compaction=self.compaction,
-            post=self._post_result,
+            journal=self,
             router=self._fixed_router,
             observer=self.metrics,
+            moved=self.chat_moves,
         )
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the store, then start every channel; one bad bot does not stop the others."""
-        await self.store.open()
-        self.compaction.start()
-        await self._start_channels(list(self._channel_factory(self.loaded, self.store)))
-        if not self.channels:
-            raise ChannelError("no channel could start")
-        await self._refresh_backlog()
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            await self.store.open()
+            self.chat_moves.update(await self.store.chat_moves())
+            self.compaction.start()
+            await self._start_channels(list(self._channel_factory(self.loaded, self._inbox)))
+            if not self.channels:
+                raise ChannelError("no channel could start")
+            await self._refresh_backlog()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
 
     async def _start_channels(self, channels: list[Channel]) -> None:
-        # Registered before starting: a channel replays its pending inbox during start().
         self.channels.update({c.name: c for c in channels})
         results = await asyncio.gather(
             *(c.start(self.handle) for c in channels), return_exceptions=True
@@ -121,11 +168,38 @@ class App:
                 del self.channels[channel.name]
             elif isinstance(result, BaseException):
                 raise result
+            else:
+                await self._replay(channel)
+
+    async def _replay(self, channel: Channel) -> None:
+        """Rows stored before a restart (or while the channel was away) and held by no lane
+        of this process: answered before anything new of their chat."""
+        for row in await self.store.inbox_claim(channel.name, self.owner):
+            if row.kind == TASK:
+                self._resume_task(row)
+                continue
+            message = channel.restore(row.payload)
+            if message is None:
+                await self.store.inbox_done(
+                    channel.name, row.update_id, outcome="skipped", note="nothing to answer"
+                )
+                continue
+            self._submit(Ticket.resumed(row, message))
+
+    def _resume_task(self, row: InboxRow) -> None:
+        ticket = Ticket.resumed(row, None)
+        if row.reply is not None:
+            self._submit(ticket)
+            return
+        route = Route(row.channel, ticket.chat_id, ticket.topic_id, "")
+        payload = json.loads(row.payload)
+        self.generation.subagents.resume(route, -row.update_id, payload)
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop receiving, let in-flight turns finish (bounded), then close everything."""
         channels = list(self.channels.values())
         await asyncio.gather(*(c.stop() for c in channels), return_exceptions=True)
+        self.lanes.close()
         if not await self.lanes.join(within_s=grace_s):
             log.warning("turns still running after %.0fs; cancelling them", grace_s)
             await self.lanes.cancel()
@@ -134,6 +208,8 @@ class App:
         await self.generation.close_now()
         await self.compaction.stop()
         await self.store.aclose()
+        if self._lock is not None:
+            self._lock.release()
 
     async def reload(self, path: Path) -> bool:
         """Re-read the config; an invalid one changes nothing and says why (SPEC §9)."""
@@ -158,8 +234,11 @@ class App:
         return True
 
     async def _apply_channels(self, loaded: LoadedConfig) -> None:
-        """Start added bots, stop removed ones, restart the ones whose settings changed."""
-        wanted = {c.name: c for c in self._channel_factory(loaded, self.store)}
+        """Start added bots, stop removed ones, restart the ones whose settings changed.
+
+        Turns already queued keep their rows (claimed by this process): the restarted
+        channel does not replay them, and they send through it once generated."""
+        wanted = {c.name: c for c in self._channel_factory(loaded, self._inbox)}
         stale = [
             current
             for name, current in self.channels.items()
@@ -168,82 +247,48 @@ class App:
         ]
         for channel in stale:
             await channel.stop()
-            await channel.close()
             del self.channels[channel.name]
+            asyncio.create_task(self._close_when_idle(channel))  # noqa: RUF006
         await self._start_channels([c for n, c in wanted.items() if n not in self.channels])
+
+    async def _close_when_idle(self, channel: Channel) -> None:
+        """A replaced channel may still be sending a reply: close it once that is done."""
+        await self.lanes.join_where(
+            lambda key: isinstance(key, tuple) and key[0] == channel.name, within_s=120.0
+        )
+        await channel.close()
 
     # --- the data path --------------------------------------------------------------
 
     async def handle(self, message: InboundMessage) -> None:
-        self.metrics.messages_in.labels(bot=message.channel).inc()
-        self.lanes.submit(message.chat_key, lambda: self._turn(message))
-
-    async def _turn(self, message: InboundMessage) -> None:
-        channel = self.channels.get(message.channel)
-        if channel is None:
-            # Left pending in the inbox: answered when the channel runs again.
-            log.error("channel %s is not running; message kept for later", message.channel)
+        if message.moved_to is not None:
+            await self._chat_moved(message.channel, message.chat_id, message.moved_to)
             return
+        self.metrics.messages_in.labels(bot=message.channel).inc()
+        self._submit(Ticket.of(message))
+
+    def _submit(self, ticket: Ticket) -> None:
+        self.lanes.submit(ticket.key, lambda: self.lifecycle.run(ticket))
+
+    async def _generate(self, message: InboundMessage, channel: Channel) -> str | None:
+        """The reply to one message, or None when no binding routes its chat."""
         async with self.generation.use() as generation:
             route = generation.router.route(message.channel, message.chat_id, message.topic_id)
             if route is None:
                 log.warning("no binding for channel %s chat %s", message.channel, message.chat_id)
-                await self._done(message)
-                return
-            resume = message.resume
-            if resume is None:
-                started = time.monotonic()
-                reply = await self._fresh_reply(generation, message, route, channel)
-                self.metrics.turn_seconds.labels(agent=route.agent_id).observe(
-                    time.monotonic() - started
+                return None
+            started = time.monotonic()
+            try:
+                reply = await self._reply(generation, message, route, channel)
+            except StoreError as exc:
+                log.error(
+                    "store failed for channel=%s chat=%s: %s", route.channel, route.chat_id, exc
                 )
-                first_chunk = 0
-            else:
-                # Generated before a restart: send what is left, never ask a model again.
-                reply, first_chunk = resume.reply, resume.chunks_sent
-                if resume.in_flight:
-                    log.warning(
-                        "channel=%s update=%s: chunk %d was being sent when the bridge "
-                        "stopped; sending it again (it may arrive twice)",
-                        message.channel,
-                        message.inbox_id,
-                        first_chunk,
-                    )
-        delivery = None
-        if message.inbox_id is not None:
-            delivery = InboxDelivery(self.store, message.channel, message.inbox_id, first_chunk)
-        try:
-            await self._send(channel, route, reply, delivery)
-        except ChannelUnavailable as exc:
-            # Telegram is down: keep the update pending and try the rest again later.
-            next_chunk = delivery.next_chunk if delivery is not None else 0
-            log.error(
-                "reply to channel=%s chat=%s not delivered (%s); retrying in %.0fs",
-                route.channel,
-                route.chat_id,
-                exc,
-                RETRY_UNDELIVERED_S,
+                return STORE_FAILED
+            self.metrics.turn_seconds.labels(agent=route.agent_id).observe(
+                time.monotonic() - started
             )
-            retry = dataclasses.replace(message, resume=Resume(reply, next_chunk, False))
-            self._later(RETRY_UNDELIVERED_S, retry)
-            return
-        await self._done(message)
-
-    def _later(self, seconds: float, message: InboundMessage) -> None:
-        loop = asyncio.get_running_loop()
-        loop.call_later(seconds, lambda: loop.create_task(self.handle(message)))
-
-    async def _fresh_reply(
-        self, generation: Generation, message: InboundMessage, route: Route, channel: Channel
-    ) -> str:
-        try:
-            reply = await self._reply(generation, message, route, channel)
-            if message.inbox_id is not None:
-                await self.store.inbox_reply(message.channel, message.inbox_id, reply)
-        except StoreError as exc:
-            log.error("store failed for channel=%s chat=%s: %s", route.channel, route.chat_id, exc)
-            return STORE_FAILED
-        return reply
+            return reply
 
     async def _reply(
         self, generation: Generation, message: InboundMessage, route: Route, channel: Channel
@@ -263,9 +308,10 @@ class App:
                 f"That message is too long for me ({len(message.text):,} characters; "
                 f"the limit is {MAX_INBOUND_CHARS:,}). Please send it in parts."
             )
+        source = None if message.inbox_id is None else f"{message.channel}:{message.inbox_id}"
         try:
             async with channel.typing(route.chat_id, route.topic_id):
-                result = await generation.runner.run(agent, route, message.text)
+                result = await generation.runner.run(agent, route, message.text, source=source)
         except AllModelsFailed as exc:
             log.error("turn channel=%s agent=%s: %s", route.channel, agent.id, exc)
             return exc.user_message()
@@ -283,35 +329,29 @@ class App:
         )
         return result.text
 
-    async def _send(
-        self, channel: Channel, route: Route, text: str, delivery: DeliveryLog | None = None
-    ) -> None:
-        try:
-            await channel.send(route.chat_id, text, topic_id=route.topic_id, delivery=delivery)
-        except ChannelUnavailable:
-            raise
-        except ChannelError as exc:
-            log.error("reply to channel=%s chat=%s failed: %s", route.channel, route.chat_id, exc)
-            return
-        self.metrics.messages_out.labels(bot=route.channel).inc()
+    # --- spawned tasks (the TaskJournal of bot.agents.subagents) ---------------------
 
-    async def _post_result(self, route: Route, text: str) -> None:
-        """A spawned task finished: its result goes to the chat that asked for it."""
-        channel = self.channels.get(route.channel)
-        if channel is None:
-            log.error("spawn result for channel %s dropped: channel not running", route.channel)
-            return
-        try:
-            await self._send(channel, route, text)
-        except ChannelUnavailable as exc:
-            log.error(
-                "spawn result to channel=%s chat=%s lost: %s", route.channel, route.chat_id, exc
-            )
+    async def task_started(self, route: Route, payload: JSONObject) -> int:
+        update_id = await self.store.inbox_add_task(
+            route.channel, route.chat_id, route.topic_id, json.dumps(payload), self.owner
+        )
+        return -update_id
 
-    async def _done(self, message: InboundMessage) -> None:
-        if message.inbox_id is not None:
-            await self.store.inbox_done(message.channel, message.inbox_id)
-            await self._refresh_backlog()
+    async def task_finished(self, route: Route, number: int, text: str) -> None:
+        await self.store.inbox_reply(route.channel, -number, text)
+        ticket = Ticket(route.channel, route.chat_id, route.topic_id, -number, None, text)
+        self._submit(ticket)
+
+    # --- outcomes -------------------------------------------------------------------
+
+    async def _chat_moved(self, channel: str, old_chat_id: str, new_chat_id: str) -> None:
+        await self.store.chat_moved(channel, old_chat_id, new_chat_id)
+        self.chat_moves[(channel, new_chat_id)] = old_chat_id
+
+    async def _done(self, channel: str, outcome: str) -> None:
+        if outcome == "delivered":
+            self.metrics.messages_out.labels(bot=channel).inc()
+        await self._refresh_backlog()
 
     async def _refresh_backlog(self) -> None:
         self.metrics.inbox_backlog.set(await self.store.inbox_backlog())

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from bot import __version__
 from bot.config.loader import LoadedConfig, load_config, resolve_path
 from bot.config.report import render
-from bot.errors import ConfigError, PersonaBridgeError, StoreError
+from bot.errors import ConfigError, PersonaBridgeError, StoreBusy, StoreError
 from bot.ops import logs
 
 EX_CONFIG = 78
 EX_SOFTWARE = 70
+EX_TEMPFAIL = 75  # another bridge holds the database
 CONFIG_HELP = "config file (default: $PERSONA_BRIDGE_CONFIG, then ./config.json)"
 
 log = logging.getLogger("bot")
@@ -156,7 +157,7 @@ def _run(loaded: LoadedConfig, level: str, grace_s: float) -> int:
     from bot.ops.notify import SystemdNotifier
     from bot.ops.service import serve
 
-    app = App(loaded)
+    app = App(loaded, exclusive=True)
     redactor = logs.configure(level, app.secrets())
     try:
         asyncio.run(
@@ -168,6 +169,9 @@ def _run(loaded: LoadedConfig, level: str, grace_s: float) -> int:
                 grace_s=grace_s,
             )
         )
+    except StoreBusy as exc:
+        log.error("%s", exc)
+        return EX_TEMPFAIL
     except PersonaBridgeError as exc:
         log.error("%s", exc)
         return EX_SOFTWARE

@@ -19,8 +19,11 @@ the boundary that meets them, with ``raise ... from exc`` so the cause survives:
     │   ├── ChannelUnavailable       5xx, timeout, connection reset: worth retrying
     │   ├── ChannelAuthError         the bot token was rejected
     │   ├── ChannelRateLimited       429 with retry_after
-    │   └── MessageRejected          400: the platform refused this message
+    │   ├── ChatMoved                the group became a supergroup: send to the new id
+    │   └── MessageRejected          400/403: the platform refused this message
+    │       └── RecipientGone        blocked by the user, kicked, chat deleted: give up
     └── StoreError                   the session store failed
+        └── StoreBusy                another bridge already runs on this database
 """
 
 from __future__ import annotations
@@ -147,9 +150,25 @@ class ChannelRateLimited(ChannelError):
         self.retry_after = retry_after
 
 
+class ChatMoved(ChannelError):
+    """Telegram upgraded the group to a supergroup; ``new_chat_id`` is where it lives now."""
+
+    def __init__(self, message: str, new_chat_id: str) -> None:
+        super().__init__(message)
+        self.new_chat_id = new_chat_id
+
+
 class MessageRejected(ChannelError):
     """The platform refused this particular message (bad entities, too long, …)."""
 
 
+class RecipientGone(MessageRejected):
+    """Nobody can receive it: the bot was blocked or removed, or the chat no longer exists."""
+
+
 class StoreError(PersonaBridgeError):
     """The session store failed."""
+
+
+class StoreBusy(StoreError):
+    """Another bridge process holds this database; two would answer everything twice."""

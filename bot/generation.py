@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bot.agents.agent import Agent, agents_from
-from bot.agents.subagents import PostResult, SubAgents
+from bot.agents.subagents import SubAgents, TaskJournal
 from bot.agents.turn import TurnRunner
 from bot.commands import CommandHandler
 from bot.config.loader import LoadedConfig
@@ -51,15 +51,16 @@ class Generation:
         store: SessionStore,
         cooldowns: CooldownBook,
         compaction: CompactionWorker,
-        post: PostResult,
+        journal: TaskJournal,
         router: Router | None = None,
         observer: ChainObserver | None = None,
+        moved: dict[tuple[str, str], str] | None = None,
     ) -> Generation:
         config = loaded.config
         dispatcher = ProviderDispatcher(config.model_list)
         chain = FallbackChain(dispatcher, cooldowns, observer=observer)
         agents = agents_from(loaded)
-        subagents = SubAgents(agents, store, post)
+        subagents = SubAgents(agents, store, journal)
         runner = TurnRunner(chain, store, config.session, compaction, subagents.registry())
         subagents.bind(runner)
         return cls(
@@ -67,7 +68,7 @@ class Generation:
             dispatcher=dispatcher,
             chain=chain,
             roles=RoleChains(config.roles, chain),
-            router=router or Router(config.bindings),
+            router=router or Router(config.bindings, moved),
             agents=agents,
             runner=runner,
             commands=CommandHandler(store, cooldowns),

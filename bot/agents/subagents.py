@@ -3,18 +3,21 @@
 A sub-task runs as the target agent — its persona, its model chain — in an isolated
 sub-session (its own session key), so it neither sees nor pollutes the chat's history.
 ``spawn`` returns at once and posts the result to the chat when done; ``delegate`` waits
-and hands the result back to the calling model. The caller's ``allow_agents`` governs
-both, self included (SPEC §8): absent → only itself; a list → exactly those ids; ``["*"]``
-→ anyone. Depth ≤ 2, at most 3 running per chat, 300 s each.
+and hands the result back to the calling model. A spawned task is written to the store
+(the ``TaskJournal``) before it starts, and its result goes out through the same durable
+path as replies: a task cut short by a restart is run again and its result still posted.
+The caller's ``allow_agents`` governs both, self included (SPEC §8): absent → only
+itself; a list → exactly those ids; ``["*"]`` → anyone. Depth ≤ 2, at most 3 running
+per chat, 300 s each.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -31,11 +34,23 @@ MAX_DEPTH = 2
 MAX_RUNNING_PER_CHAT = 3
 TIMEOUT_S = 300.0
 
-PostResult = Callable[[Route, str], Awaitable[None]]
-
 
 class TaskRunner(Protocol):
-    async def run_task(self, agent: Agent, key: SessionKey, task: str, depth: int) -> str: ...
+    async def run_task(
+        self, agent: Agent, key: SessionKey, task: str, depth: int, source: str | None = None
+    ) -> str: ...
+
+
+class TaskJournal(Protocol):
+    """The durable record of spawned tasks (the app's inbox): started, then finished."""
+
+    async def task_started(self, route: Route, payload: JSONObject) -> int:
+        """Store the task before it runs; returns its number, unique in the chat's channel."""
+        ...
+
+    async def task_finished(self, route: Route, number: int, text: str) -> None:
+        """Store the result and send it to the chat, in the chat's order."""
+        ...
 
 
 @dataclass
@@ -61,18 +76,17 @@ class SubAgents:
         self,
         agents: Mapping[str, Agent],
         store: SessionStore,
-        post: PostResult,
+        journal: TaskJournal,
         *,
         timeout_s: float = TIMEOUT_S,
     ) -> None:
         self._agents = agents
         self._store = store
-        self._post = post
+        self._journal = journal
         self._timeout_s = timeout_s
         self._runner: TaskRunner | None = None
         self._tasks: dict[str, SubTask] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._ids = itertools.count(1)
 
     def bind(self, runner: TaskRunner) -> None:
         self._runner = runner
@@ -113,8 +127,8 @@ class SubAgents:
             )
         return target
 
-    def _new_task(self, context: ToolContext, target: Agent) -> SubTask:
-        task = SubTask(f"t{next(self._ids)}", target.id, context.agent.id, _chat(context.route))
+    def _new_task(self, context: ToolContext, target: Agent, task_id: str) -> SubTask:
+        task = SubTask(task_id, target.id, context.agent.id, _chat(context.route))
         self._tasks[task.id] = task
         return task
 
@@ -124,7 +138,9 @@ class SubAgents:
         key = SessionKey(route.channel, route.chat_id, f"sub:{task.id}", target.id)
         try:
             async with asyncio.timeout(self._timeout_s):
-                task.result = await self._runner.run_task(target, key, text, context.depth + 1)
+                task.result = await self._runner.run_task(
+                    target, key, text, context.depth + 1, source=f"task:{task.id}"
+                )
             task.state = "done"
         except TimeoutError:
             task.state, task.result = "timed out", f"gave up after {self._timeout_s:.0f}s"
@@ -137,8 +153,48 @@ class SubAgents:
 
     async def spawn(self, context: ToolContext, target_id: str, text: str) -> str:
         target = self._admit(context, target_id)
-        task = self._new_task(context, target)
+        route = context.route
+        payload: JSONObject = {
+            "agent_id": target.id,
+            "caller_id": context.agent.id,
+            "route_agent_id": route.agent_id,
+            "session_id": context.session_id,
+            "depth": context.depth,
+            "task": text,
+        }
+        number = await self._journal.task_started(route, payload)
+        task = self._new_task(context, target, f"t{number}")
+        self._launch(task, target, text, context, number)
+        return f"started task {task.id} as {target.display_name}; the result will be posted"
 
+    def resume(self, route: Route, number: int, payload: Mapping[str, object]) -> None:
+        """Run again a spawned task that a restart cut short; its result is posted as usual."""
+        caller = self._agents.get(str(payload.get("caller_id")))
+        target = self._agents.get(str(payload.get("agent_id")))
+        chat_route = Route(
+            route.channel, route.chat_id, route.topic_id, str(payload.get("route_agent_id"))
+        )
+        session_id, depth = payload.get("session_id"), payload.get("depth")
+        if (
+            caller is None
+            or target is None
+            or not isinstance(session_id, int)
+            or not isinstance(depth, int)
+        ):
+            text = f"(task t{number} could not be resumed: its agent is no longer configured)"
+            job = asyncio.create_task(self._journal.task_finished(chat_route, number, text))
+        else:
+            context = ToolContext(caller, chat_route, session_id, depth)
+            task = self._new_task(context, target, f"t{number}")
+            log.info("sub-task %s by %s: resumed after a restart", task.id, target.id)
+            self._launch(task, target, str(payload.get("task", "")), context, number)
+            return
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    def _launch(
+        self, task: SubTask, target: Agent, text: str, context: ToolContext, number: int
+    ) -> None:
         async def background() -> None:
             result = await self._execute(task, target, text, context)
             heading = f"**{target.display_name}**"
@@ -149,17 +205,17 @@ class SubAgents:
                     "assistant",
                     f"[sub-task {task.id} by {target.display_name} {task.state}] {result}",
                 ),
+                source=f"result:{task.id}",
             )
-            await self._post(context.route, f"{heading}: {outcome}")
+            await self._journal.task_finished(context.route, number, f"{heading}: {outcome}")
 
         job = asyncio.create_task(background(), name=f"spawn {task.id}")
         self._background.add(job)
         job.add_done_callback(self._background.discard)
-        return f"started task {task.id} as {target.display_name}; the result will be posted"
 
     async def delegate(self, context: ToolContext, target_id: str, text: str) -> str:
         target = self._admit(context, target_id)
-        task = self._new_task(context, target)
+        task = self._new_task(context, target, f"d{uuid.uuid4().hex[:8]}")
         result = await self._execute(task, target, text, context)
         if task.state != "done":
             raise ToolError(f"{target.display_name} could not finish: {result}")

@@ -59,20 +59,32 @@ class TurnRunner:
         self._compaction = compaction
         self._tools = tools or ToolRegistry()
 
-    async def run(self, agent: Agent, route: Route, text: str) -> TurnResult:
-        """A chat turn: the person's message in the chat's session."""
-        return await self._turn(agent, route, session_key(route), text, depth=0)
+    async def run(
+        self, agent: Agent, route: Route, text: str, source: str | None = None
+    ) -> TurnResult:
+        """A chat turn: the person's message in the chat's session. ``source`` names the
+        update it came from, so a replayed turn does not store the message twice."""
+        return await self._turn(agent, route, session_key(route), text, depth=0, source=source)
 
-    async def run_task(self, agent: Agent, key: SessionKey, task: str, depth: int) -> str:
+    async def run_task(
+        self, agent: Agent, key: SessionKey, task: str, depth: int, source: str | None = None
+    ) -> str:
         """A sub-agent task in its own session (``key``), on ``agent``'s own chain."""
         route = Route(key.channel, key.chat_id, key.topic_id, agent.id)
-        return (await self._turn(agent, route, key, task, depth=depth)).text
+        return (await self._turn(agent, route, key, task, depth=depth, source=source)).text
 
     async def _turn(
-        self, agent: Agent, route: Route, key: SessionKey, text: str, *, depth: int
+        self,
+        agent: Agent,
+        route: Route,
+        key: SessionKey,
+        text: str,
+        *,
+        depth: int,
+        source: str | None = None,
     ) -> TurnResult:
         session_id = await self._store.active_session(key)
-        await self._store.append(session_id, ChatMessage("user", text))
+        await self._store.append(session_id, ChatMessage("user", text), source=source)
         context = ToolContext(agent, route, session_id, depth)
         rounds = 0
         while True:

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-
-@dataclass(frozen=True)
-class Resume:
-    """A reply generated before a restart, and how far its delivery got."""
-
-    reply: str
-    chunks_sent: int
-    in_flight: bool  # a chunk's send had started but was never confirmed
 
 
 @dataclass(frozen=True)
@@ -30,9 +21,10 @@ class InboundMessage:
     topic_id: str | None = None
     sender_username: str | None = None
     chat_type: str = "private"
-    # The durable-inbox id (Telegram update_id); the app marks it done once answered.
+    # The durable-inbox id (Telegram update_id); the lifecycle marks it done once answered.
     inbox_id: int | None = None
-    resume: Resume | None = None
+    # Set on Telegram's "this group is now supergroup N" service message: not a turn.
+    moved_to: str | None = None
 
     @property
     def chat_key(self) -> tuple[str, str, str | None]:
@@ -46,35 +38,17 @@ MessageHandler = Callable[[InboundMessage], Awaitable[None]]
 class Inbox(Protocol):
     """Where a channel parks raw updates before confirming them to the platform."""
 
-    async def inbox_put(self, channel: str, update_id: int, payload: str) -> bool: ...
-
-    async def inbox_pending(self, channel: str | None = None) -> Sequence[InboxEntry]: ...
-
-    async def inbox_done(self, channel: str, update_id: int) -> None: ...
-
-
-class InboxEntry(Protocol):
-    @property
-    def update_id(self) -> int: ...
-
-    @property
-    def payload(self) -> str: ...
-
-    @property
-    def reply(self) -> str | None: ...
-
-    @property
-    def chunks_sent(self) -> int: ...
-
-    @property
-    def sending(self) -> int | None: ...
-
-
-def resume_of(entry: InboxEntry) -> Resume | None:
-    if entry.reply is None:
-        return None
-    in_flight = entry.sending is not None and entry.sending == entry.chunks_sent
-    return Resume(entry.reply, entry.chunks_sent, in_flight)
+    async def inbox_put(
+        self,
+        channel: str,
+        update_id: int,
+        payload: str,
+        *,
+        chat_id: str | None = None,
+        topic_id: str | None = None,
+    ) -> bool:
+        """Store the update; False when it was stored before (answered then, or pending)."""
+        ...
 
 
 class DeliveryLog(Protocol):
@@ -113,6 +87,10 @@ class Channel(ABC):
 
     async def close(self) -> None:  # noqa: B027 - most channels hold nothing to release
         """Release connections; called after ``stop()`` once the last reply was sent."""
+
+    def restore(self, payload: str) -> InboundMessage | None:
+        """Rebuild a stored update's message for its replay; None when it holds none."""
+        return None
 
     def status(self) -> dict[str, object]:
         """What /readyz shows for this channel; ``polling`` False means not ready."""

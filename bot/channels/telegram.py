@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import time
@@ -29,7 +28,6 @@ from bot.channels.base import (
     InboundMessage,
     Inbox,
     MessageHandler,
-    resume_of,
 )
 from bot.channels.telegram_access import BotIdentity, Verdict, judge, strip_mention
 from bot.channels.telegram_send import TelegramSender
@@ -69,7 +67,7 @@ class TelegramChannel(Channel):
             request=HTTPXRequest(connection_pool_size=16, read_timeout=30.0),
             get_updates_request=HTTPXRequest(read_timeout=poll_timeout + 10.0),
         )
-        self._sender = TelegramSender(self._bot, self.name)
+        self._sender = TelegramSender(self._bot, self.name, spec.max_reply_messages)
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._strangers_told: set[int] = set()
@@ -89,14 +87,8 @@ class TelegramChannel(Channel):
         self.me = BotIdentity(self._bot.id, self._bot.username)
         if not self.spec.allow_from:
             log.warning("bot @%s: allow_from is empty, nobody is admitted", self.me.username)
-        for row in await self._inbox.inbox_pending(self.name):
-            # Stored before a crash or restart but never answered: these go first.
-            update = Update.de_json(json.loads(row.payload), self._bot)
-            message = self._inbound(update)
-            if message is not None:
-                await handler(dataclasses.replace(message, resume=resume_of(row)))
-            else:
-                await self._inbox.inbox_done(self.name, update.update_id)
+        # Updates stored before a restart are replayed by the app (bot.lifecycle), once per
+        # process: a reload that restarts this bot must not answer them again.
         self._handler = handler
         self._poller = asyncio.create_task(self._poll_forever(handler), name=f"poll {self.name}")
         log.info("bot @%s polling as channel %s", self.me.username, self.name)
@@ -203,17 +195,37 @@ class TelegramChannel(Channel):
         message = update.message
         if message is None:
             return
+        if message.migrate_to_chat_id is not None:
+            log.info(
+                "bot %s: group %s became supergroup %s",
+                self.name,
+                message.chat.id,
+                message.migrate_to_chat_id,
+            )
+            await handler(
+                InboundMessage(
+                    channel=self.name,
+                    chat_id=str(message.chat.id),
+                    sender_id="",
+                    text="",
+                    moved_to=str(message.migrate_to_chat_id),
+                )
+            )
+            return
         verdict = judge(message, self.spec, self.me)
         if verdict is Verdict.STRANGER and message.from_user is not None:
             await self._tell_stranger(message.chat.id, message.chat.type, message.from_user.id)
             return
         if verdict is Verdict.IGNORE or not self._within_bot_loop_limit(update):
             return
-        payload = json.dumps(update.to_dict(), ensure_ascii=False)
-        if not await self._inbox.inbox_put(self.name, update.update_id, payload):
-            return  # delivered before: stored then, answered then (or pending)
         inbound = self._inbound(update)
-        if inbound is not None:
+        if inbound is None:
+            return  # nothing we answer (no text): not stored, so never pending
+        payload = json.dumps(update.to_dict(), ensure_ascii=False)
+        stored = await self._inbox.inbox_put(
+            self.name, update.update_id, payload, chat_id=inbound.chat_id, topic_id=inbound.topic_id
+        )
+        if stored:  # else delivered before: stored then, answered then (or pending)
             await handler(inbound)
 
     def _within_bot_loop_limit(self, update: Update) -> bool:
@@ -229,6 +241,9 @@ class TelegramChannel(Channel):
             log.warning("bot %s: chat %s bot-to-bot loop guard tripped", self.name, chat)
             return False
         return True
+
+    def restore(self, payload: str) -> InboundMessage | None:
+        return self._inbound(Update.de_json(json.loads(payload), self._bot))
 
     def _inbound(self, update: Update) -> InboundMessage | None:
         message = update.message

@@ -12,8 +12,13 @@ from bot.errors import (
     ChannelError,
     ChannelRateLimited,
     ChannelUnavailable,
+    ChatMoved,
     MessageRejected,
+    RecipientGone,
 )
+
+# Bad Request texts that mean nobody will ever receive a message sent there.
+_GONE = ("chat not found", "user is deactivated", "bot was kicked", "peer_id_invalid")
 
 
 def translate(exc: tg.TelegramError) -> ChannelError:
@@ -24,9 +29,13 @@ def translate(exc: tg.TelegramError) -> ChannelError:
         return ChannelRateLimited(f"Telegram rate limit: retry after {delay:g}s", delay)
     if isinstance(exc, tg.InvalidToken):
         return ChannelAuthError("Telegram rejected the bot token")
-    if isinstance(exc, tg.Forbidden):
-        return MessageRejected(f"Telegram refused: {exc.message}")
+    if isinstance(exc, tg.ChatMigrated):
+        return ChatMoved(f"the group moved to chat {exc.new_chat_id}", str(exc.new_chat_id))
+    if isinstance(exc, tg.Forbidden):  # blocked by the user, kicked from the group
+        return RecipientGone(f"Telegram refused: {exc.message}")
     if isinstance(exc, tg.BadRequest):
+        if any(text in exc.message.lower() for text in _GONE):
+            return RecipientGone(f"Telegram rejected the message: {exc.message}")
         return MessageRejected(f"Telegram rejected the message: {exc.message}")
     if isinstance(exc, tg.Conflict):
         return ChannelError(f"Telegram conflict: {exc.message}")

@@ -2,9 +2,11 @@
 
 Each chunk is sent as Telegram HTML; if Telegram cannot parse it, the same chunk goes as
 plain text; if Telegram finds it too long, as plain text in smaller pieces. 429s are
-waited out, and 5xx answers, timeouts and dropped connections retried a bounded number
-of times (a retried send may arrive twice if only its answer was lost: preferred to
-losing it).
+waited out however many come (a rate limit is not a failure), and 5xx answers, timeouts
+and dropped connections retried a few times before ``ChannelUnavailable`` hands the reply
+back to its lane (a retried send may arrive twice if only its answer was lost: preferred
+to losing it). A reply longer than ``max_messages`` chunks is cut, and its last message
+says so.
 """
 
 from __future__ import annotations
@@ -22,27 +24,47 @@ from bot.channels import telegram_errors
 from bot.channels.base import DeliveryLog
 from bot.channels.telegram_render import TELEGRAM_LIMIT, RenderedChunk, render_markdown
 from bot.channels.telegram_split import chunk_ranges
-from bot.errors import ChannelError, ChannelRateLimited, ChannelUnavailable, MessageRejected
+from bot.errors import ChannelRateLimited, ChannelUnavailable, MessageRejected
 
 log = logging.getLogger(__name__)
 
-MAX_RATE_LIMIT_RETRIES = 3
 MAX_UNAVAILABLE_RETRIES = 3  # 1 s, 2 s, 4 s apart
 
 T = TypeVar("T")
 
 
+def capped(chunks: list[RenderedChunk], max_messages: int) -> list[RenderedChunk]:
+    """At most ``max_messages`` chunks; when cut, the last one says how much was left out."""
+    if len(chunks) <= max_messages:
+        return chunks
+    note = (
+        f"(The answer was cut here: it would have taken {len(chunks)} messages, "
+        f"and this bot sends at most {max_messages} per answer.)"
+    )
+    return [*chunks[: max_messages - 1], RenderedChunk(f"<i>{note}</i>", note)]
+
+
 class TelegramSender:
-    def __init__(self, bot: Bot, name: str) -> None:
+    def __init__(self, bot: Bot, name: str, max_messages: int = 10) -> None:
         self._bot = bot
         self.name = name
+        self._max_messages = max_messages
 
     async def reply(
         self, chat_id: int, text: str, thread: int | None, delivery: DeliveryLog | None
     ) -> None:
         first = delivery.first_chunk if delivery is not None else 0
+        rendered = render_markdown(text)
+        chunks = capped(rendered, self._max_messages)
+        if first == 0 and len(chunks) < len(rendered):
+            log.warning(
+                "bot %s: a reply of %d messages was cut to %d (max_reply_messages)",
+                self.name,
+                len(rendered),
+                len(chunks),
+            )
         # Rendering is deterministic, so chunk indices survive a restart.
-        for index, chunk in enumerate(render_markdown(text)):
+        for index, chunk in enumerate(chunks):
             if index < first:
                 continue
             if delivery is not None:
@@ -86,7 +108,7 @@ class TelegramSender:
     async def call(self, request: Callable[[], Awaitable[T]]) -> T:
         """One Bot API call, with the bounded waiting and retrying described above."""
         unavailable = 0
-        for _ in range(MAX_RATE_LIMIT_RETRIES + MAX_UNAVAILABLE_RETRIES + 1):
+        while True:
             try:
                 return await request()
             except tg.TelegramError as exc:
@@ -101,4 +123,3 @@ class TelegramSender:
                     await asyncio.sleep(2.0 ** (unavailable - 1))
                     continue
                 raise error from exc
-        raise ChannelError("Telegram kept refusing; giving up on this call")

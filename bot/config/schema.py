@@ -138,6 +138,8 @@ class TelegramBotBase(Section):
     group_policy: Literal["mention", "all", "off"] = "mention"
     allow_bots: bool = False
     api_base: str = DEFAULT_TELEGRAM_API_BASE
+    # One turn never floods a chat: a longer answer is cut, and the last message says so.
+    max_reply_messages: int = Field(default=10, ge=1, le=100)
 
     @field_validator("token")
     @classmethod

@@ -112,6 +112,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE inbox ADD COLUMN sending INTEGER",
         ),
     ),
+    Migration(
+        5,
+        "one lifecycle per update: address, kind, outcome, claims; keyed history; chat moves",
+        (
+            # Where the reply goes, so delivery (and a spawned task's result) needs no
+            # re-parsing of the payload. NULL on rows written before v5.
+            "ALTER TABLE inbox ADD COLUMN chat_id TEXT",
+            "ALTER TABLE inbox ADD COLUMN topic_id TEXT",
+            # 'update': a platform update answered by a turn; 'task': a spawned sub-task
+            # whose result is the reply (ids below zero, so they never meet update ids).
+            "ALTER TABLE inbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'update'",
+            # How a done row ended: 'delivered', 'given_up' (with the reason in note),
+            # 'skipped' (nothing to answer). NULL while pending and on pre-v5 rows.
+            "ALTER TABLE inbox ADD COLUMN outcome TEXT",
+            "ALTER TABLE inbox ADD COLUMN note TEXT",
+            # The process whose lane holds the row; a row claimed by nobody (or by a
+            # process that is gone) is picked up by the next start of its channel.
+            "ALTER TABLE inbox ADD COLUMN claimed_by TEXT",
+            # The inbound update (or task) a message came from: a replayed turn finds its
+            # user message already stored instead of storing it twice.
+            "ALTER TABLE messages ADD COLUMN source TEXT",
+            """CREATE UNIQUE INDEX messages_source ON messages (session_id, source)
+                WHERE source IS NOT NULL""",
+            # Telegram moved a group to a supergroup: replies, sessions and chat-specific
+            # bindings follow the new id.
+            """CREATE TABLE chat_moves (
+                channel TEXT NOT NULL,
+                old_chat_id TEXT NOT NULL,
+                new_chat_id TEXT NOT NULL,
+                moved_at REAL NOT NULL,
+                PRIMARY KEY (channel, old_chat_id)
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

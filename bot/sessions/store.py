@@ -17,7 +17,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -28,6 +28,8 @@ from typing import Any, Self
 import aiosqlite
 
 from bot.errors import StoreError
+from bot.sessions.inbox import InboxRow as InboxRow
+from bot.sessions.inbox import InboxStore, SqliteInbox
 from bot.sessions.schema import clean_text, decode_tool_calls, encode_tool_calls, migrate, to_json
 from bot.types import ChatMessage, Usage
 
@@ -77,19 +79,7 @@ class SessionInfo:
     last_activity: float | None
 
 
-@dataclass(frozen=True)
-class InboxRow:
-    channel: str
-    update_id: int
-    payload: str  # JSON text, as the channel received it
-    status: str  # "pending" | "done"
-    received_at: float
-    reply: str | None = None  # set once generated: a restart re-sends it, no model call
-    chunks_sent: int = 0  # reply chunks confirmed delivered
-    sending: int | None = None  # the chunk whose send had started, until confirmed
-
-
-class SessionStore(ABC):
+class SessionStore(InboxStore):
     """Conversation memory and durable inbox. Raises only ``bot.errors.StoreError``."""
 
     @abstractmethod
@@ -124,8 +114,13 @@ class SessionStore(ABC):
         *,
         model_name: str | None = None,
         usage: Usage | None = None,
+        source: str | None = None,
     ) -> int:
-        """Store one message; returns its id, larger than every id before it."""
+        """Store one message; returns its id, larger than every id before it.
+
+        ``source`` names the inbound update (or task) a user message came from: a second
+        append with the same source in the session stores nothing and returns the first id,
+        so a turn replayed after a crash never puts the person's message in twice."""
 
     @abstractmethod
     async def messages(
@@ -162,32 +157,6 @@ class SessionStore(ABC):
     async def session_info(self, session_id: int) -> SessionInfo:
         """One session; StoreError when there is no such id."""
 
-    @abstractmethod
-    async def inbox_put(self, channel: str, update_id: int, payload: str) -> bool:
-        """Persist an update before its offset is confirmed; False if already stored."""
-
-    @abstractmethod
-    async def inbox_pending(self, channel: str | None = None) -> list[InboxRow]:
-        """Updates not yet answered, in arrival order (all channels when None)."""
-
-    @abstractmethod
-    async def inbox_done(self, channel: str, update_id: int) -> None:
-        """Mark an update answered; StoreError if it was never put."""
-
-    @abstractmethod
-    async def inbox_reply(self, channel: str, update_id: int, reply: str) -> None:
-        """Keep the generated reply with its update, before any of it is sent."""
-
-    @abstractmethod
-    async def inbox_progress(
-        self, channel: str, update_id: int, *, sending: int | None, chunks_sent: int
-    ) -> None:
-        """Record delivery: ``sending`` before a chunk goes out, ``chunks_sent`` after."""
-
-    @abstractmethod
-    async def inbox_backlog(self) -> int:
-        """How many updates wait to be answered, over all channels."""
-
 
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
@@ -207,8 +176,8 @@ _MESSAGE_COLUMNS = (
     "prompt_tokens, completion_tokens, created_at"
 )
 _APPEND = (
-    f"INSERT INTO messages ({_MESSAGE_COLUMNS.removeprefix('id, ')})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS.removeprefix('id, ')}, source)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SESSION_QUERY = """
     SELECT s.id, s.channel, s.chat_id, s.topic_id, s.agent_id, s.archived_at, s.created_at,
@@ -241,7 +210,7 @@ def _key_params(key: SessionKey) -> tuple[str, str, str | None, str]:
     return (key.channel, key.chat_id, key.topic_id, key.agent_id)
 
 
-class SqliteSessionStore(SessionStore):
+class SqliteSessionStore(SqliteInbox, SessionStore):
     """The default store: one SQLite file in WAL mode; ``":memory:"`` works for tests."""
 
     def __init__(
@@ -348,6 +317,7 @@ class SqliteSessionStore(SessionStore):
         *,
         model_name: str | None = None,
         usage: Usage | None = None,
+        source: str | None = None,
     ) -> int:
         usage = usage or Usage()
         params = (
@@ -361,8 +331,18 @@ class SqliteSessionStore(SessionStore):
             usage.prompt_tokens,
             usage.completion_tokens,
             self._clock(),
+            _opt_text(source),
         )
-        return (await self._write("append", _APPEND, params))[0]
+        async with self._use("append") as conn:
+            async with conn.execute(_APPEND, params) as cursor:
+                if cursor.rowcount == 1:
+                    return cursor.lastrowid or 0
+            # Stored before (a replayed turn): the first copy stands.
+            sql = "SELECT id FROM messages WHERE session_id = ? AND source = ?"
+            rows = list(await conn.execute_fetchall(sql, (session_id, source)))
+            if not rows:
+                raise StoreError(f"session store: append to session {session_id} was refused")
+            return int(rows[0][0])
 
     async def messages(
         self, session_id: int, *, after_id: int = 0, limit: int | None = None
@@ -418,47 +398,3 @@ class SqliteSessionStore(SessionStore):
         if not rows:
             raise StoreError(f"session store: no session with id {session_id}")
         return _info(rows[0])
-
-    async def inbox_put(self, channel: str, update_id: int, payload: str) -> bool:
-        sql = (
-            "INSERT OR IGNORE INTO inbox (channel, update_id, payload, received_at)"
-            " VALUES (?, ?, ?, ?)"
-        )
-        params = (clean_text(channel), update_id, clean_text(payload), self._clock())
-        return (await self._write("inbox_put", sql, params))[1] == 1
-
-    async def inbox_pending(self, channel: str | None = None) -> list[InboxRow]:
-        sql = (
-            "SELECT channel, update_id, payload, status, received_at, reply, chunks_sent,"
-            " sending FROM inbox"
-        )
-        sql += " WHERE status = 'pending'" + ("" if channel is None else " AND channel = ?")
-        # rowid is arrival order; received_at could go backwards with the wall clock.
-        params = () if channel is None else (channel,)
-        rows = await self._fetch("inbox_pending", sql + " ORDER BY rowid", params)
-        return [InboxRow(*row) for row in rows]
-
-    async def inbox_done(self, channel: str, update_id: int) -> None:
-        sql = (
-            "UPDATE inbox SET status = 'done', done_at = ifnull(done_at, ?)"
-            " WHERE channel = ? AND update_id = ?"
-        )
-        if (await self._write("inbox_done", sql, (self._clock(), channel, update_id)))[1] != 1:
-            raise StoreError(f"session store: inbox has no update {channel}/{update_id}")
-
-    async def inbox_reply(self, channel: str, update_id: int, reply: str) -> None:
-        sql = "UPDATE inbox SET reply = ? WHERE channel = ? AND update_id = ?"
-        if (await self._write("inbox_reply", sql, (clean_text(reply), channel, update_id)))[1] != 1:
-            raise StoreError(f"session store: inbox has no update {channel}/{update_id}")
-
-    async def inbox_progress(
-        self, channel: str, update_id: int, *, sending: int | None, chunks_sent: int
-    ) -> None:
-        sql = "UPDATE inbox SET sending = ?, chunks_sent = ? WHERE channel = ? AND update_id = ?"
-        params = (sending, chunks_sent, channel, update_id)
-        if (await self._write("inbox_progress", sql, params))[1] != 1:
-            raise StoreError(f"session store: inbox has no update {channel}/{update_id}")
-
-    async def inbox_backlog(self) -> int:
-        sql = "SELECT COUNT(*) FROM inbox WHERE status = 'pending'"
-        return int((await self._fetch("inbox_backlog", sql))[0][0])

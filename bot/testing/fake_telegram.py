@@ -84,9 +84,16 @@ class ApiCall:
 
 
 class _ApiError(Exception):
-    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        description: str,
+        retry_after: int | None = None,
+        migrate_to: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.status, self.description, self.retry_after = status, description, retry_after
+        self.migrate_to = migrate_to
 
 
 class _Signal:
@@ -131,6 +138,8 @@ class _BotState:
     commands: list[dict[str, Any]] = field(default_factory=list)
     chat_actions: list[tuple[int, str]] = field(default_factory=list)
     faults: dict[str, list[_Fault]] = field(default_factory=dict)  # lower-cased method
+    moved: dict[int, int] = field(default_factory=dict)  # group id → its supergroup's id
+    blocked: set[int] = field(default_factory=set)  # chats where sending answers 403
 
     def user(self) -> dict[str, Any]:
         return {
@@ -160,6 +169,8 @@ def _error_body(error: _ApiError) -> dict[str, Any]:
     }
     if error.retry_after is not None:
         body["parameters"] = {"retry_after": error.retry_after}
+    if error.migrate_to is not None:
+        body["parameters"] = {"migrate_to_chat_id": error.migrate_to}
     return body
 
 
@@ -407,6 +418,26 @@ class FakeTelegram:
         faults = self._state(token).faults.setdefault(method.lower(), [])
         faults.extend(_Fault(error) for _ in range(times))
 
+    def migrate_chat(self, token: str, old_chat_id: int, new_chat_id: int) -> int:
+        """Upgrade a group to a supergroup as Telegram does: sends to the old id answer 400
+        with ``migrate_to_chat_id``; the service message is queued. Returns its update_id."""
+        state = self._state(token)
+        state.moved[old_chat_id] = new_chat_id
+        chat = {"id": old_chat_id, "type": "group", "title": f"Chat {old_chat_id}"}
+        service = {
+            "message_id": state.new_message_id(old_chat_id),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": 1, "is_bot": False, "first_name": "Admin"},
+            "migrate_to_chat_id": new_chat_id,
+        }
+        state.chats[new_chat_id] = {"id": new_chat_id, "type": "supergroup", "title": "Moved"}
+        return self._enqueue(state, {"message": service})
+
+    def block(self, token: str, chat_id: int) -> None:
+        """The user blocked the bot: every send to ``chat_id`` answers 403."""
+        self._state(token).blocked.add(chat_id)
+
     def hold_next(self, token: str, method: str, *, after: int = 0) -> asyncio.Event:
         """Park a call of ``method`` unanswered — a request in flight that Telegram never
         processed — until the fake stops (then 502; nothing recorded). ``after`` calls are
@@ -649,6 +680,14 @@ class FakeTelegram:
 
     async def _send_message(self, state: _BotState, params: dict[str, Any]) -> Any:
         chat_id = _chat_id(params)
+        if chat_id in state.moved:
+            raise _ApiError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                migrate_to=state.moved[chat_id],
+            )
+        if chat_id in state.blocked:
+            raise _ApiError(403, "Forbidden: bot was blocked by the user")
         text, entities = _render(params)
         message: dict[str, Any] = {
             "message_id": state.new_message_id(chat_id),
