@@ -36,6 +36,7 @@ from bot.routing import Route, Router
 from bot.sessions.compaction import CompactionWorker
 from bot.sessions.outbox import InboxDelivery
 from bot.sessions.store import SessionStore, SqliteSessionStore
+from bot.sessions.upkeep import StoreUpkeep
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class App:
         self.compaction.use_roles(self.generation.roles)
         self.channels: dict[str, Channel] = {}
         self.turns_served = 0
+        self.upkeep = StoreUpkeep(self.store, lambda: self.loaded.config.session)
+        self.metrics.store_file_ok.set_function(lambda: float(self.upkeep.problem is None))
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -103,6 +106,7 @@ class App:
     async def start(self) -> None:
         """Open the store, then start every channel; one bad bot does not stop the others."""
         await self.store.open()
+        self.upkeep.start()
         self.compaction.start()
         await self._start_channels(list(self._channel_factory(self.loaded, self.store)))
         if not self.channels:
@@ -133,6 +137,7 @@ class App:
             await channel.close()
         await self.generation.close_now()
         await self.compaction.stop()
+        await self.upkeep.stop()
         await self.store.aclose()
 
     async def reload(self, path: Path) -> bool:
@@ -329,10 +334,11 @@ class App:
         polling = self.polling()
         self.metrics.bots_polling.set(sum(polling.values()))
         return HealthReport(
-            ready=bool(polling) and all(polling.values()),
+            ready=bool(polling) and all(polling.values()) and self.upkeep.problem is None,
             bots=bots,
             models=cooling_models(self.cooldowns),
             inbox_backlog=await self.store.inbox_backlog(),
+            store=self.upkeep.status(),
         )
 
     def status_line(self) -> str:
