@@ -40,6 +40,7 @@ from bot.sessions.compaction import CompactionWorker
 from bot.sessions.inbox import TASK, InboxRow
 from bot.sessions.lock import StoreLock
 from bot.sessions.store import SessionStore, SqliteSessionStore
+from bot.sessions.upkeep import StoreUpkeep
 from bot.types import JSONObject
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ class App:
             on_done=self._done,
         )
         self.turns_served = 0
+        self.upkeep = StoreUpkeep(self.store, lambda: self.loaded.config.session)
+        self.metrics.store_file_ok.set_function(lambda: float(self.upkeep.problem is None))
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -146,6 +149,7 @@ class App:
             self._lock.acquire()
         try:
             await self.store.open()
+            self.upkeep.start()
             self.chat_moves.update(await self.store.chat_moves())
             self.compaction.start()
             await self._start_channels(list(self._channel_factory(self.loaded, self._inbox)))
@@ -207,6 +211,7 @@ class App:
             await channel.close()
         await self.generation.close_now()
         await self.compaction.stop()
+        await self.upkeep.stop()
         await self.store.aclose()
         if self._lock is not None:
             self._lock.release()
@@ -369,10 +374,11 @@ class App:
         polling = self.polling()
         self.metrics.bots_polling.set(sum(polling.values()))
         return HealthReport(
-            ready=bool(polling) and all(polling.values()),
+            ready=bool(polling) and all(polling.values()) and self.upkeep.problem is None,
             bots=bots,
             models=cooling_models(self.cooldowns),
             inbox_backlog=await self.store.inbox_backlog(),
+            store=self.upkeep.status(),
         )
 
     def status_line(self) -> str:

@@ -73,6 +73,7 @@ def test_bridge_metrics_names_types_and_moving_counters() -> None:
         "persona_bridge_bots_polling": "gauge",
         "persona_bridge_model_cooldown_seconds": "gauge",
         "persona_bridge_up": "gauge",
+        "persona_bridge_store_file_ok": "gauge",
     }
     assert samples[key("persona_bridge_messages_in_total", bot="telegram-alice")] == 3
     assert samples[key("persona_bridge_messages_out_total", bot="telegram-bob")] == 1

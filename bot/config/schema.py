@@ -192,6 +192,13 @@ class SessionSettings(Section):
     context_window_tokens: int = Field(default=32000, ge=256)
     compact_at_tokens: int = Field(default=12000, ge=64)
     keep_recent_messages: int = Field(default=10, ge=0)
+    # Answered inbox rows (the update with the user's text) are deleted this long after
+    # they were answered. Telegram keeps an unconfirmed update at most 24 h, so a key kept
+    # at least that long still recognises every redelivery.
+    inbox_retention_hours: float = Field(default=48.0, ge=24.0)
+    # How often the store is checked (database file still in place) and tidied (WAL
+    # truncated, old inbox rows pruned). Small values are for tests.
+    upkeep_interval_s: float = Field(default=60.0, gt=0.0, le=3600.0)
 
 
 class GatewaySettings(Section):

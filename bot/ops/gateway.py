@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from bot.providers.cooldown import CooldownBook
@@ -34,6 +34,7 @@ class HealthReport:
     bots: Mapping[str, Mapping[str, object]]
     models: Mapping[str, Mapping[str, object]]
     inbox_backlog: int
+    store: Mapping[str, object] = field(default_factory=dict)  # {"ok": …, "problem": …}
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -41,6 +42,7 @@ class HealthReport:
             "bots": {name: dict(state) for name, state in self.bots.items()},
             "models": {name: dict(state) for name, state in self.models.items()},
             "inbox_backlog": self.inbox_backlog,
+            **({"store": dict(self.store)} if self.store else {}),
         }
 
 

@@ -283,6 +283,9 @@ class BridgeMetrics:
         )
         self.up = self._gauge("up", "1 while the bridge process runs.")
         self.up.set(1)
+        self.store_file_ok = self._gauge(
+            "store_file_ok", "1 while the database path names the file the bridge writes."
+        )
 
     def _counter(self, name: str, help: str, *labels: str) -> Counter:
         return self.registry.register(Counter(PREFIX + name, help, labels))

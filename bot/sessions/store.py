@@ -14,6 +14,7 @@ would otherwise interleave inside each other's transactions. sqlite3 errors beco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -31,6 +32,7 @@ from bot.errors import StoreError
 from bot.sessions.inbox import InboxRow as InboxRow
 from bot.sessions.inbox import InboxStore, SqliteInbox
 from bot.sessions.schema import clean_text, decode_tool_calls, encode_tool_calls, migrate, to_json
+from bot.sessions.upkeep import OpenedFile
 from bot.types import ChatMessage, Usage
 
 
@@ -157,6 +159,22 @@ class SessionStore(InboxStore):
     async def session_info(self, session_id: int) -> SessionInfo:
         """One session; StoreError when there is no such id."""
 
+    # --- upkeep (bot.sessions.upkeep runs these in the background) -------------------
+
+    @abstractmethod
+    async def inbox_prune(self, done_for_s: float) -> int:
+        """Delete updates answered more than ``done_for_s`` seconds ago; how many went."""
+
+    async def truncate_journal(self) -> bool:
+        """Shrink the write-ahead journal to nothing; False if a reader held it (retry).
+
+        A store without a local journal has nothing to do."""
+        return True
+
+    def opened_file(self) -> OpenedFile | None:
+        """The local database file this store writes to, if it has one."""
+        return None
+
 
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
@@ -171,6 +189,8 @@ def _opt_text(value: str | None) -> str | None:
     return None if value is None else clean_text(value)
 
 
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+_PRUNE_BATCH = 500
 _MESSAGE_COLUMNS = (
     "id, session_id, role, content, tool_calls, tool_call_id, extras, model_name, "
     "prompt_tokens, completion_tokens, created_at"
@@ -221,6 +241,7 @@ class SqliteSessionStore(SqliteInbox, SessionStore):
         self._busy_ms = int(busy_ms)
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._opened: OpenedFile | None = None
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -251,11 +272,17 @@ class SqliteSessionStore(SqliteInbox, SessionStore):
                 await conn.execute("PRAGMA foreign_keys = ON")
                 # 16 MiB of page cache keeps the hot index pages of long sessions in memory.
                 await conn.execute("PRAGMA cache_size = -16384")
+                # A reset WAL is cut back to this size (the upkeep task truncates it fully).
+                await conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
                 await migrate(conn)
             except BaseException:
                 await conn.close()
                 raise
         self._conn = conn
+        if self._path != ":memory:" and self._path:
+            # Remembered so the upkeep task notices the file being deleted or replaced.
+            with contextlib.suppress(OSError):
+                self._opened = OpenedFile.at(self._path)
 
     async def aclose(self) -> None:
         async with self._lock:
@@ -398,3 +425,31 @@ class SqliteSessionStore(SqliteInbox, SessionStore):
         if not rows:
             raise StoreError(f"session store: no session with id {session_id}")
         return _info(rows[0])
+
+    async def inbox_prune(self, done_for_s: float) -> int:
+        # In batches, so the message path waits for one short statement at most.
+        sql = (
+            "DELETE FROM inbox WHERE rowid IN (SELECT rowid FROM inbox WHERE status = 'done'"
+            " AND ifnull(done_at, received_at) < ? LIMIT ?)"
+        )
+        cutoff = self._clock() - done_for_s
+        total = 0
+        while True:
+            deleted = (await self._write("inbox_prune", sql, (cutoff, _PRUNE_BATCH)))[1]
+            total += deleted
+            if deleted < _PRUNE_BATCH:
+                return total
+
+    async def truncate_journal(self) -> bool:
+        async with self._use("truncate_journal") as conn:
+            # Without waiting: a reader (sessions export) holding the WAL must not stall
+            # the message path behind the lock for busy_timeout; the next round retries.
+            await conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                rows = list(await conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
+            finally:
+                await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        return not rows or rows[0][0] == 0
+
+    def opened_file(self) -> OpenedFile | None:
+        return self._opened
