@@ -7,6 +7,7 @@ import json
 import random
 import re
 import socket
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,13 @@ async def test_chaos_random_kill_9_during_500_messages(
     duplicated = {t for t, n in answered.items() if n > 1}
     assert duplicated <= flagged
     assert set(answered) == set(texts.values())
+    # A turn replayed after a kill finds its user message stored: never stored twice.
+    with sqlite3.connect(tmp_path / "sessions.db") as db:
+        stored = Counter(
+            text for (text,) in db.execute("SELECT content FROM messages WHERE role = 'user'")
+        )
+    assert [t for t, n in stored.items() if n > 1] == []
+    assert set(stored) == set(texts.values())
 
 
 def closed_port() -> int:

@@ -418,11 +418,17 @@ class FakeTelegram:
         faults = self._state(token).faults.setdefault(method.lower(), [])
         faults.extend(_Fault(error) for _ in range(times))
 
-    def migrate_chat(self, token: str, old_chat_id: int, new_chat_id: int) -> int:
+    def migrate_chat(
+        self, token: str, old_chat_id: int, new_chat_id: int, *, announce: bool = True
+    ) -> int | None:
         """Upgrade a group to a supergroup as Telegram does: sends to the old id answer 400
-        with ``migrate_to_chat_id``; the service message is queued. Returns its update_id."""
+        with ``migrate_to_chat_id``; with ``announce`` the service message is queued too.
+        Returns its update_id."""
         state = self._state(token)
         state.moved[old_chat_id] = new_chat_id
+        state.chats[new_chat_id] = {"id": new_chat_id, "type": "supergroup", "title": "Moved"}
+        if not announce:
+            return None
         chat = {"id": old_chat_id, "type": "group", "title": f"Chat {old_chat_id}"}
         service = {
             "message_id": state.new_message_id(old_chat_id),
@@ -431,7 +437,6 @@ class FakeTelegram:
             "from": {"id": 1, "is_bot": False, "first_name": "Admin"},
             "migrate_to_chat_id": new_chat_id,
         }
-        state.chats[new_chat_id] = {"id": new_chat_id, "type": "supergroup", "title": "Moved"}
         return self._enqueue(state, {"message": service})
 
     def block(self, token: str, chat_id: int) -> None:
