@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if args.command == "check-config":
         print(render(loaded.config))
+        for warning in loaded.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"\n{loaded.path}: OK")
         return 0
     if args.command == "models":

@@ -7,23 +7,26 @@ cross references — so a person fixes the file in one pass, not one error per r
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from bot.config.advice import advise
+from bot.config.filesystem import database_path, read_personas
+from bot.config.jsontext import JsonTextError, parse
+from bot.config.overrides import Loc, apply_overrides, model_at, source_of
 from bot.config.references import check_references
 from bot.config.schema import BridgeConfig
 from bot.config.substitution import expand
 from bot.errors import ConfigError, ConfigProblem
 
 CONFIG_ENV = "PERSONA_BRIDGE_CONFIG"
-ENV_PREFIX = "PERSONA_BRIDGE_"
 DEFAULT_PATH = Path("config.json")
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class LoadedConfig:
     path: Path
     personas: Mapping[str, str]
     database: Path
+    warnings: tuple[ConfigProblem, ...] = ()  # valid, but probably not what was meant
 
     @property
     def base_dir(self) -> Path:
@@ -46,30 +50,68 @@ def resolve_path(cli_value: str | None, environ: Mapping[str, str] = os.environ)
 
 
 def load_config(path: Path) -> LoadedConfig:
+    """The only exception this raises is ``ConfigError``: callers (reload) rely on it."""
+    try:
+        return _load(path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a check we missed must still not kill a running bridge
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    str(path),
+                    f"cannot be loaded ({type(exc).__name__})",
+                    "please report this; check the file by hand meanwhile",
+                )
+            ]
+        ) from exc
+
+
+def _load(path: Path) -> LoadedConfig:
     raw = _read_json(path)
     problems: list[ConfigProblem] = []
     expanded = expand(raw, os.environ, problems)
+    merged, sources = apply_overrides(expanded, os.environ, problems)
     try:
-        config = BridgeConfig(**expanded)
+        # Strict: a config's types are JSON's ("yes" is no bool, true is no number).
+        config = BridgeConfig.model_validate(_lists_as_tuples(merged), strict=True)
     except ValidationError as exc:
         reported = {p.path for p in problems}
-        problems += [p for p in _translate(exc) if p.path not in reported]
+        problems += [p for p in _translate(exc, sources) if p.path not in reported]
         raise ConfigError(problems) from None
     base_dir = path.resolve().parent
-    problems += check_references(config, base_dir)
+    problems += check_references(config)
+    personas = read_personas(config, base_dir, problems)
+    database = database_path(config.session.database, base_dir, problems)
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(
         config=config,
         path=path.resolve(),
-        personas=_read_personas(config, base_dir),
-        database=_database_path(config.session.database, base_dir),
+        personas=personas,
+        database=database,
+        warnings=tuple(advise(config)),
     )
+
+
+def _lists_as_tuples(tree: Any) -> Any:
+    """Strict validation takes only tuples for the schema's (immutable) sequences."""
+    if isinstance(tree, dict):
+        return {key: _lists_as_tuples(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return tuple(_lists_as_tuples(value) for value in tree)
+    return tree
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:  # bounded: /dev/zero or a log file given by mistake
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                [ConfigProblem(str(path), "larger than 10 MiB", "is this the config file?")]
+            )
+        text = data.decode("utf-8-sig")  # -sig: a BOM some editors add is fine
     except FileNotFoundError:
         raise ConfigError(
             [
@@ -80,58 +122,60 @@ def _read_json(path: Path) -> dict[str, Any]:
                 )
             ]
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
         raise ConfigError(
-            [ConfigProblem(str(path), f"cannot read the file ({exc})", "check the path")]
+            [ConfigProblem(str(path), "is a directory", "name the config file inside it")]
         ) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(
             [
                 ConfigProblem(
-                    f"{path}:{exc.lineno}:{exc.colno}",
-                    f"invalid JSON ({exc.msg})",
-                    f"fix the syntax at line {exc.lineno}, column {exc.colno}",
+                    str(path),
+                    f"not UTF-8 text (byte {exc.start})",
+                    "save the file as UTF-8",
                 )
             ]
         ) from None
-    if not isinstance(data, dict):
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(
+            [ConfigProblem(str(path), f"cannot read the file ({why})", "check the path")]
+        ) from None
+    try:
+        tree, duplicates = parse(text)
+    except JsonTextError as exc:
+        where = exc.problem
+        at = f"{path}:{where.line}:{where.column}" if where.line else str(path)
+        raise ConfigError([ConfigProblem(at, f"invalid JSON: {where.reason}", where.fix)]) from None
+    if not isinstance(tree, dict):
         raise ConfigError(
             [ConfigProblem(str(path), "the top level is not an object", "wrap it in { … }")]
         )
-    return data
-
-
-def _read_personas(config: BridgeConfig, base_dir: Path) -> dict[str, str]:
-    personas = {}
-    for agent in config.agents.list:
-        if agent.persona_file is not None:
-            text = (base_dir / agent.persona_file).read_text(encoding="utf-8").strip()
-        else:
-            text = agent.persona or f"You are {agent.display_name}."
-        personas[agent.id] = text
-    return personas
-
-
-def _database_path(value: str, base_dir: Path) -> Path:
-    if value == ":memory:":
-        return Path(value)
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base_dir / path
+    if duplicates:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    key,
+                    "key appears twice in one object (JSON would silently keep the last)",
+                    "keep one of them",
+                )
+                for key in duplicates
+            ]
+        )
+    return tree
 
 
 # --- pydantic errors → ConfigProblem -------------------------------------------------
 
 
-def _translate(exc: ValidationError) -> list[ConfigProblem]:
+def _translate(exc: ValidationError, sources: Mapping[Loc, str]) -> list[ConfigProblem]:
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
         path = _dotted(loc)
         problem, fix = _explain(error["type"], error["msg"], loc)
-        env_name = ENV_PREFIX + "__".join(str(p).upper() for p in loc)
-        if env_name in os.environ:
+        env_name = source_of(tuple(str(p) for p in loc), sources)
+        if env_name is not None:
             problem += f" (from ${env_name})"
         problems.append(ConfigProblem(path or "(root)", problem, fix))
     return problems
@@ -159,7 +203,17 @@ def _explain(kind: str, message: str, loc: tuple[int | str, ...]) -> tuple[str, 
         return problem, fix or "see config.example.json"
     if kind == "literal_error":
         return _json_words(message), "use one of the listed values"
+    if kind in _TYPE_FIXES:
+        return _json_words(message), _TYPE_FIXES[kind]
     return _json_words(message), "fix the value (see config.example.json)"
+
+
+_TYPE_FIXES = {
+    "bool_type": "write true or false, without quotes",
+    "int_type": "write a whole number without quotes, e.g. 30",
+    "float_type": "write a number without quotes, e.g. 2.5",
+    "string_type": "put the value in double quotes",
+}
 
 
 def _json_words(message: str) -> str:
@@ -168,6 +222,7 @@ def _json_words(message: str) -> str:
         ("Input should be", "must be"),
         ("a valid tuple", "a list"),
         ("a valid list", "a list"),
+        ("a valid array", "a list"),
         ("a valid dictionary", "an object"),
         ("a valid string", "a string"),
     ):
@@ -184,28 +239,5 @@ def _suggest(loc: tuple[int | str, ...]) -> str:
 
 def _field_names_at(loc: tuple[int | str, ...]) -> list[str]:
     """The keys allowed in the section at ``loc``: the candidates for a misspelt key."""
-    model: type[BaseModel] | None = BridgeConfig
-    pending_key = False  # the next part is a dict key (e.g. a role name), not a field
-    for part in loc:
-        if model is None:
-            return []
-        if isinstance(part, int) or pending_key:
-            pending_key = False
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        model, pending_key = _model_inside(field.annotation)
+    model = model_at(loc)
     return list(model.model_fields) if model is not None else []
-
-
-def _model_inside(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, False
-    is_dict = get_origin(annotation) is dict
-    args = get_args(annotation)
-    for arg in reversed(args) if is_dict else args:
-        model, _ = _model_inside(arg)
-        if model is not None:
-            return model, is_dict
-    return None, False

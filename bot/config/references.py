@@ -5,21 +5,38 @@ Run after shape validation; each finding is a ``ConfigProblem`` so all are repor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from pathlib import Path
 
 from bot.config.schema import BridgeConfig, ChainSpec, TelegramBot
 from bot.errors import ConfigProblem
 
+_ROLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
-def check_references(config: BridgeConfig, base_dir: Path) -> list[ConfigProblem]:
+
+def check_references(config: BridgeConfig) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     models = [m.model_name for m in config.model_list]
     problems += _duplicates("model_list", "model_name", models)
     problems += _check_roles(config, set(models))
-    problems += _check_agents(config, set(models), base_dir)
+    problems += _check_agents(config, set(models))
     problems += _check_channels(config)
+    problems += _check_budgets(config)
     return problems
+
+
+def _check_budgets(config: BridgeConfig) -> list[ConfigProblem]:
+    session = config.session
+    if session.compact_at_tokens <= session.context_window_tokens:
+        return []
+    return [
+        ConfigProblem(
+            "session.compact_at_tokens",
+            f"{session.compact_at_tokens} is above session.context_window_tokens "
+            f"({session.context_window_tokens}), so the context overflows before compaction runs",
+            "set it below the context window (e.g. a third of it)",
+        )
+    ]
 
 
 def _duplicates(section: str, key: str, values: Iterable[str]) -> list[ConfigProblem]:
@@ -70,11 +87,19 @@ def _check_roles(config: BridgeConfig, models: set[str]) -> list[ConfigProblem]:
             )
         )
     for role, chain in config.roles.items():
+        if not _ROLE_NAME.fullmatch(role):
+            problems.append(
+                ConfigProblem(
+                    f"roles.{role}" if role.strip() else 'roles[""]',
+                    f"invalid role name {role!r}" if role.strip() else "empty role name",
+                    "use 1-64 letters, digits, '_', '.' or '-'",
+                )
+            )
         problems += _check_chain(f"roles.{role}", chain, models)
     return problems
 
 
-def _check_agents(config: BridgeConfig, models: set[str], base_dir: Path) -> list[ConfigProblem]:
+def _check_agents(config: BridgeConfig, models: set[str]) -> list[ConfigProblem]:
     agent_ids = [a.id for a in config.agents.list]
     problems = _duplicates("agents.list", "id", agent_ids)
     if config.agents.defaults.model is not None:
@@ -97,14 +122,6 @@ def _check_agents(config: BridgeConfig, models: set[str], base_dir: Path) -> lis
                     f"{path}.persona_file",
                     "both persona and persona_file are set",
                     "keep one of them",
-                )
-            )
-        if agent.persona_file is not None and not (base_dir / agent.persona_file).is_file():
-            problems.append(
-                ConfigProblem(
-                    f"{path}.persona_file",
-                    f"file {agent.persona_file!r} not found (relative to {base_dir})",
-                    "create it or fix the path",
                 )
             )
         for i, target in enumerate(agent.allow_agents or ()):
@@ -156,7 +173,7 @@ def _check_channels(config: BridgeConfig) -> list[ConfigProblem]:
                 )
             )
         bound.add(binding.match.channel)
-    for bot_path, bot in _bot_paths(config):
+    for bot_path, bot in bot_paths(config):
         if bot.channel not in bound:
             problems.append(
                 ConfigProblem(
@@ -169,7 +186,7 @@ def _check_channels(config: BridgeConfig) -> list[ConfigProblem]:
     return problems
 
 
-def _bot_paths(config: BridgeConfig) -> list[tuple[str, TelegramBot]]:
+def bot_paths(config: BridgeConfig) -> list[tuple[str, TelegramBot]]:
     paths: list[tuple[str, TelegramBot]] = []
     bots = config.channels.bots()
     offset = 0
@@ -183,7 +200,7 @@ def _bot_paths(config: BridgeConfig) -> list[tuple[str, TelegramBot]]:
 def _duplicate_tokens(config: BridgeConfig) -> list[ConfigProblem]:
     seen: dict[str, str] = {}
     problems = []
-    for path, bot in _bot_paths(config):
+    for path, bot in bot_paths(config):
         token = bot.token.get_secret_value()
         if token in seen:
             problems.append(

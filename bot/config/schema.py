@@ -6,10 +6,19 @@ Shape checks live here; checks that span sections (references, duplicates) live 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
 
 HTTP_PROTOCOLS = ("openai", "anthropic", "openrouter", "ollama")
 CLI_PROTOCOLS = ("claude-cli", "codex-cli", "gemini-cli")
@@ -34,8 +43,50 @@ def _as_str(value: Any) -> Any:
 
 IdText = Annotated[str, BeforeValidator(_as_str)]
 
+_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")
+_USER_ID = re.compile(r"[0-9]+")
+_USERNAME = re.compile(r"@[A-Za-z0-9_]{1,32}")
+
+
+def http_url(value: str) -> str:
+    """An http(s) URL with a host; the trailing slash dropped so paths join cleanly."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("not a valid URL; write e.g. http://127.0.0.1:8080/v1") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("not an HTTP URL; start it with http:// or https://")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("the URL contains spaces or control characters; remove them")
+    if not parts.hostname:
+        raise ValueError("the URL has no host; write e.g. http://127.0.0.1:8080/v1")
+    return value.rstrip("/")
+
+
+def _allow_entry(value: str) -> str:
+    if value == "*" or _USER_ID.fullmatch(value) or _USERNAME.fullmatch(value):
+        return value
+    if value.strip() != value:
+        raise ValueError(f"{value!r} has spaces around it and can never match; remove them")
+    if value.lstrip("-").isdigit():
+        raise ValueError(
+            f"{value!r} can never match a user; allow_from lists user ids, "
+            "a group's id goes in a binding's match.chat_id"
+        )
+    if re.fullmatch(r"[A-Za-z0-9_]{1,32}", value):
+        raise ValueError(f"{value!r} can never match; write '@{value}' for a username")
+    raise ValueError(
+        f"{value!r} can never match; use a numeric user id, '@username' (letters, digits, _) "
+        'or "*" for everyone'
+    )
+
+
+AllowEntry = Annotated[IdText, AfterValidator(_allow_entry)]
+
 
 class Section(BaseModel):
+    # The loader validates with strict=True on JSON: "yes" is no bool and true no number.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -57,14 +108,16 @@ class ModelEntry(Section):
             raise ValueError("must be 'protocol/model-id'; write e.g. 'openai/gpt-4.1'")
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+        if not model_id.strip() or any(c.isspace() or not c.isprintable() for c in model_id):
+            raise ValueError(
+                "the model id is blank or contains spaces; write e.g. 'openai/gpt-4.1'"
+            )
         return value
 
     @field_validator("api_base")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("not an HTTP URL; start it with http:// or https://")
-        return value.rstrip("/") if value else value
+        return http_url(value) if value is not None else None
 
     @property
     def protocol(self) -> str:
@@ -134,7 +187,7 @@ class Binding(Section):
 
 class TelegramBotBase(Section):
     token: SecretStr
-    allow_from: tuple[IdText, ...] = ()
+    allow_from: tuple[AllowEntry, ...] = ()
     group_policy: Literal["mention", "all", "off"] = "mention"
     allow_bots: bool = False
     api_base: str = DEFAULT_TELEGRAM_API_BASE
@@ -145,10 +198,9 @@ class TelegramBotBase(Section):
     @classmethod
     def _token_shape(cls, value: SecretStr) -> SecretStr:
         # Never echo the value: only say what shape is expected.
-        digits, sep, rest = value.get_secret_value().partition(":")
-        if not (sep and digits.isdigit() and rest):
+        if not _TOKEN.fullmatch(value.get_secret_value()):
             raise ValueError(
-                "does not look like a bot token; "
+                "does not look like a bot token (spaces, line breaks or '/' in it?); "
                 "paste the '<digits>:<secret>' token from @BotFather"
             )
         return value
@@ -156,9 +208,7 @@ class TelegramBotBase(Section):
     @field_validator("api_base")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("not an HTTP URL; start it with http:// or https://")
-        return value.rstrip("/")
+        return http_url(value)
 
 
 class TelegramBot(TelegramBotBase):
@@ -188,7 +238,7 @@ class LegacyTelegramBot(TelegramBot):
 
 
 class SessionSettings(Section):
-    database: str = "sessions.db"
+    database: str = "sessions.db"  # the loader checks the directory on disk
     context_window_tokens: int = Field(default=32000, ge=256)
     compact_at_tokens: int = Field(default=12000, ge=64)
     keep_recent_messages: int = Field(default=10, ge=0)
@@ -200,22 +250,23 @@ class SessionSettings(Section):
     # truncated, old inbox rows pruned). Small values are for tests.
     upkeep_interval_s: float = Field(default=60.0, gt=0.0, le=3600.0)
 
+    @field_validator("database")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty; name the SQLite file, e.g. sessions.db")
+        if any(not c.isprintable() for c in value):
+            raise ValueError("contains control characters; write a plain file path")
+        return value
+
 
 class GatewaySettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=18790, ge=0, le=65535)
 
 
-class BridgeConfig(BaseSettings):
-    """The whole configuration. Environment variables beat the file (SPEC §4)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="PERSONA_BRIDGE_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-        case_sensitive=False,
-    )
+class BridgeConfig(Section):
+    """The whole configuration. Environment overrides are merged in by the loader (SPEC §4)."""
 
     model_list: tuple[ModelEntry, ...] = Field(min_length=1)
     roles: dict[str, Chain]
@@ -224,17 +275,6 @@ class BridgeConfig(BaseSettings):
     channels: Channels
     session: SessionSettings = SessionSettings()
     gateway: GatewaySettings = GatewaySettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
 
     def model_entry(self, name: str) -> ModelEntry:
         return next(m for m in self.model_list if m.model_name == name)

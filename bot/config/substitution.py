@@ -72,12 +72,22 @@ def _credential(
     if not _NAME_ONLY.match(name):  # the regex already guarantees it; no path tricks
         return None
     try:
-        return (Path(directory) / name).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
+        return (Path(directory) / name).read_bytes().decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
         problems.append(
             ConfigProblem(
                 path,
-                f"credential {name} cannot be read ({exc.strerror or type(exc).__name__})",
+                f"credential {name} is not UTF-8 text (byte {exc.start})",
+                "store the secret as plain UTF-8 text",
+            )
+        )
+        return None
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        problems.append(
+            ConfigProblem(
+                path,
+                f"credential {name} cannot be read ({why})",
                 f"add LoadCredential={name}:/path/to/secret to the unit",
             )
         )
