@@ -1,36 +1,34 @@
 """Log setup with secret redaction on every record, whoever logs it.
 
 httpx logs request URLs at INFO and Bot API URLs contain the bot token, so redaction
-sits on the handler (it sees every record) and httpx is quieted as well.
+sits on the handler (it sees every record) and httpx is quieted as well. The masking
+itself is ``bot.redaction.Redactor``, the same one every other surface uses.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 
-BOT_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")
-REDACTED = "[redacted]"
+from bot.redaction import BOT_TOKEN, REDACTED, Redactor
+
+__all__ = ["BOT_TOKEN", "REDACTED", "RedactingFilter", "configure", "quiet_chatty_libraries"]
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces known secrets and anything shaped like a bot token in the final message."""
+    """Runs the final message and any traceback of every record through a ``Redactor``."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] = (), *, redactor: Redactor | None = None) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.redactor.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
         """After a reload: redact the new config's secrets too (old ones stay redacted)."""
-        self.secrets = sorted(
-            set(self.secrets) | {s for s in secrets if len(s) >= 4}, key=len, reverse=True
-        )
+        self.redactor.add(secrets)
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return BOT_TOKEN.sub(REDACTED, text)
+        return self.redactor.redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -44,17 +42,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> RedactingFilter:
-    """One line per event on stderr; returns the filter so a reload can add new secrets."""
+def configure(
+    level: str = "INFO", secrets: Iterable[str] = (), *, redactor: Redactor | None = None
+) -> RedactingFilter:
+    """One line per event on stderr; returns the filter so a reload can add new secrets.
+
+    Pass the App's ``redactor`` so the logs and what the App serves mask the same secrets.
+    """
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    redactor = RedactingFilter(secrets)
-    handler.addFilter(redactor)
+    log_filter = RedactingFilter(secrets, redactor=redactor)
+    handler.addFilter(log_filter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     quiet_chatty_libraries()
-    return redactor
+    return log_filter
 
 
 def quiet_chatty_libraries() -> None:
