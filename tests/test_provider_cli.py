@@ -16,10 +16,11 @@ import pytest
 
 from bot.config.schema import ModelEntry
 from bot.errors import InvalidResponse, ProviderUnavailable
-from bot.providers.cli import CliProvider
+from bot.providers.cli import CHILD_ENV_ALLOW, CliProvider
 from bot.types import ChatMessage, ChatRequest, ToolCall, ToolSpec
 
 SECRET = "sk-test-cli-secret-0123456789"
+OPAQUE_KEY = "opaque-key-no-known-shape-7f3a9c"  # caught only because it is the entry's key
 WEATHER = ToolSpec(
     name="get_weather",
     description="Current weather for a city.",
@@ -50,6 +51,7 @@ seen = {k: os.environ.get(k) for k in keys}
 seen["bridge_vars"] = [k for k in os.environ if k.startswith("PERSONA_BRIDGE_")]
 seen["cwd"] = os.getcwd()
 (record / "env.json").write_text(json.dumps(seen))
+(record / "environ.json").write_text(json.dumps(dict(os.environ)))
 answer = (record / "answer.txt").read_text()
 if STYLE == "claude":
     usage = {"input_tokens": 11, "cache_read_input_tokens": 4, "output_tokens": 7}
@@ -216,6 +218,87 @@ async def test_child_env_and_working_directory(
     assert _listing(workdir) is None
 
 
+# Secrets a bridge process may hold in its environment; none may reach an agent CLI.
+BRIDGE_SECRETS = {
+    "TG_ALICE_TOKEN": "5550001:AAbot-token-in-the-bridge-env-0123456789",
+    "PERSONA_BRIDGE_CHANNELS__TELEGRAM__TOKEN": "5550002:AAanother-bot-token-0123456789",
+    "ANTHROPIC_API_KEY": "bridge-env-anthropic-key-1",  # e.g. for an HTTP anthropic entry
+    "OPENAI_API_KEY": "bridge-env-openai-key-2",
+    "GEMINI_API_KEY": "bridge-env-gemini-key-3",
+    "ANTHROPIC_AUTH_TOKEN": "bridge-env-anthropic-token-4",
+    "AWS_SECRET_ACCESS_KEY": "bridge-env-aws-secret-5",
+    "NODE_AUTH_TOKEN": "bridge-env-npm-token-6",
+    "CREDENTIALS_DIRECTORY": "/run/credentials/persona-bridge.service",
+}
+ALLOWED_HERE = {
+    "LANG": "C.UTF-8",
+    "LC_TIME": "C",
+    "TZ": "Europe/Rome",
+    "XDG_CONFIG_HOME": "/tmp/xdg-config",
+    "NODE_OPTIONS": "--max-old-space-size=512",
+}
+OWN_SETTING = {"claude": "CLAUDE_CONFIG_DIR", "codex": "CODEX_HOME", "gemini": "GEMINI_CLI_HOME"}
+BASE_URL_ENV = {
+    "claude": "ANTHROPIC_BASE_URL",
+    "codex": "OPENAI_BASE_URL",
+    "gemini": "GOOGLE_GEMINI_BASE_URL",
+}
+
+
+@pytest.mark.parametrize(("protocol", "executable", "sentinel", "key_env", "flags"), FLAVOURS)
+async def test_child_env_is_an_allowlist_plus_its_own_key(
+    bin_dir: Path,
+    record: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+    executable: str,
+    sentinel: str,
+    key_env: str,
+    flags: list[str],
+) -> None:
+    for name, value in {**BRIDGE_SECRETS, **ALLOWED_HERE}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(OWN_SETTING[executable], "/srv/cli-state")
+    for other in set(OWN_SETTING.values()) - {OWN_SETTING[executable]}:
+        monkeypatch.setenv(other, "/srv/another-clis-state")
+    recorder(bin_dir, record, executable)
+    own = entry(f"{protocol}/{sentinel}", api_key=SECRET, api_base="https://llm.example/v1")
+    async with CliProvider(own) as provider:
+        await provider.chat(REQUEST)
+    environ = json.loads((record / "environ.json").read_text())
+
+    leaked = [v for v in BRIDGE_SECRETS.values() if any(v in seen for seen in environ.values())]
+    assert leaked == []
+    assert "CREDENTIALS_DIRECTORY" not in environ
+    assert not [name for name in environ if name.startswith("PERSONA_BRIDGE_")]
+    assert environ[key_env] == SECRET  # its own entry's key, under the name the CLI reads
+    assert environ[BASE_URL_ENV[executable]] == "https://llm.example/v1"
+    for name, value in {**ALLOWED_HERE, OWN_SETTING[executable]: "/srv/cli-state"}.items():
+        assert environ[name] == value
+    assert environ["PATH"] == os.environ["PATH"]
+    assert not CHILD_ENV_ALLOW & set(BRIDGE_SECRETS)
+    expected = CHILD_ENV_ALLOW | {
+        "NO_COLOR", OWN_SETTING[executable], key_env, BASE_URL_ENV[executable],
+        "LC_CTYPE",  # Python's UTF-8 coercion may set it in the child itself
+    }  # fmt: skip
+    unexpected = {
+        name for name in environ if name not in expected and not name.startswith(("LC_", "XDG_"))
+    }
+    assert unexpected == set()
+
+
+async def test_child_env_without_a_key_has_no_key_at_all(
+    bin_dir: Path, record: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CLI entry without api_key uses the CLI's own login, never a key of ours."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", BRIDGE_SECRETS["ANTHROPIC_API_KEY"])
+    recorder(bin_dir, record, "claude")
+    await CliProvider(entry("claude-cli/claude-code")).chat(REQUEST)
+    environ = json.loads((record / "environ.json").read_text())
+    assert "ANTHROPIC_API_KEY" not in environ
+    assert "ANTHROPIC_BASE_URL" not in environ
+
+
 def _listing(path: Path) -> list[str] | None:
     return sorted(os.listdir(path)) if path.is_dir() else None
 
@@ -259,6 +342,35 @@ async def test_nonzero_exit_reports_stderr_and_stdout_without_the_key(bin_dir: P
     assert SECRET not in message
     assert len(message) < 1300  # only the tails of the streams
     assert caught.value.model_name == "cli-test"
+
+
+async def test_key_cut_by_the_tail_is_still_redacted(bin_dir: Path) -> None:
+    """The key sits where the 500-character tail starts: masking must come before cutting."""
+    write_script(
+        bin_dir / "claude",
+        """
+        sys.stdin.read()
+        print("bad key " + KEY + " " + "y" * 480, file=sys.stderr)
+        sys.exit(1)
+        """,
+        KEY=OPAQUE_KEY,
+    )
+    with pytest.raises(ProviderUnavailable) as caught:
+        await CliProvider(entry("claude-cli/claude-code", api_key=OPAQUE_KEY)).chat(REQUEST)
+    assert OPAQUE_KEY[-12:] not in str(caught.value)
+
+
+async def test_stderr_quoting_a_bot_token_it_read_somewhere_is_redacted(bin_dir: Path) -> None:
+    token = "7000001:AAsomeone-elses-bot-token-0123456789"
+    write_script(
+        bin_dir / "gemini",
+        "sys.stdin.read()\nprint('found ' + TOKEN, file=sys.stderr)\nsys.exit(2)\n",
+        TOKEN=token,
+    )
+    with pytest.raises(ProviderUnavailable) as caught:
+        await CliProvider(entry("gemini-cli/gemini-cli")).chat(REQUEST)
+    assert token not in str(caught.value)
+    assert "found [redacted]" in str(caught.value)
 
 
 def _alive(pid: int) -> bool:

@@ -6,8 +6,15 @@ through ``ps``/``/proc`` and long argvs hit ``ARG_MAX``. An ``api_key`` travels 
 environment for the same reason. The child gets its own session (``start_new_session``) so a
 timeout can kill the whole process *group*: agent CLIs spawn helpers (node workers, shells)
 that would otherwise outlive the kill and hold the pipes open. The child runs in an empty
-private directory without our ``PERSONA_BRIDGE_*`` variables, so the CLI's own file tools see
-neither the bridge's config and session database nor its bot tokens.
+private directory.
+
+An agent CLI runs shell tools on chat text, so one prompt injection reads its whole
+environment. The child therefore gets an *allowlisted* environment (``CHILD_ENV_ALLOW``,
+``CHILD_ENV_ALLOW_PREFIXES`` and the flavour's own ``env_allow``) plus its own entry's
+``api_key`` under the name that CLI reads, and ``api_base`` as its base-URL variable: never a
+bot token, another entry's key, ``$CREDENTIALS_DIRECTORY`` or our ``PERSONA_BRIDGE_*``
+variables, and not even a same-named key from our environment (it may be another entry's).
+Whatever the CLI prints on failure is redacted before it becomes an error message.
 
 These CLIs offer no function-calling channel we can drive, so tools are described in the
 prompt and calls come back as JSON in the answer text (``text_tools.parse_tool_calls``).
@@ -16,15 +23,16 @@ Assumptions about the real CLIs (the contract above matters more than exact flag
 
 * ``claude -p --output-format json`` reads the prompt from stdin when ``-p`` has no argument
   and prints one JSON object: ``result``, ``is_error``, ``usage`` (``input_tokens``,
-  ``cache_*_input_tokens``, ``output_tokens``). Key: ANTHROPIC_API_KEY.
+  ``cache_*_input_tokens``, ``output_tokens``). Key: ANTHROPIC_API_KEY; base URL:
+  ANTHROPIC_BASE_URL.
 * ``codex exec --json --skip-git-repo-check -`` reads stdin (``-``) and prints JSON lines; the
   answer is the last ``item.completed`` with ``item.type == agent_message`` (``item.text``;
   older builds: ``msg.type == agent_message``, ``msg.message``), usage in ``turn.completed``,
   failures as ``turn.failed``/``error``. Stdout without JSON lines is the answer as plain
-  text. Key: OPENAI_API_KEY.
+  text. Key: OPENAI_API_KEY; base URL: OPENAI_BASE_URL.
 * ``gemini --output-format json`` runs non-interactively when stdin is not a terminal and
   prints one JSON object: ``response``, ``stats.models.<id>.tokens.{prompt,candidates}``, or
-  ``error.message``. Key: GEMINI_API_KEY.
+  ``error.message``. Key: GEMINI_API_KEY; base URL: GOOGLE_GEMINI_BASE_URL.
 
 Model ids ``claude-code``/``codex``/``gemini-cli`` mean "the CLI's own default": no ``--model``
 flag then. ``max_tokens`` is not passed: none of the CLIs takes it.
@@ -47,11 +55,23 @@ from bot.config.schema import ModelEntry
 from bot.errors import InvalidResponse, ProviderError, ProviderUnavailable
 from bot.providers.base import Provider
 from bot.providers.text_tools import parse_tool_calls
+from bot.redaction import Redactor
 from bot.types import ChatMessage, ChatRequest, ChatResponse, ToolSpec, Usage
 
 KILL_GRACE_S = 1.0  # between SIGTERM and SIGKILL on timeout
 TAIL_CHARS = 500  # how much of stderr/stdout an error message quotes
-CHILD_ENV_DROP_PREFIX = "PERSONA_BRIDGE_"
+# What every agent CLI child may inherit from our environment; nothing else passes.
+CHILD_ENV_ALLOW = frozenset(
+    {
+        *("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR"),
+        # The CLI must reach its API through the same egress and CAs as the bridge.
+        *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"),
+        *("SSL_CERT_FILE", "SSL_CERT_DIR"),
+        # The CLIs are Node programs; NODE_AUTH_TOKEN and friends are *not* allowed.
+        *("NODE_OPTIONS", "NODE_EXTRA_CA_CERTS", "NODE_PATH"),
+    }
+)
+CHILD_ENV_ALLOW_PREFIXES = ("LC_", "XDG_")  # locale categories; XDG base directories
 _DECODER = json.JSONDecoder()
 TOOL_INSTRUCTIONS = """# Tools
 
@@ -86,6 +106,8 @@ class CliFlavour:
     api_key_env: str
     parse: Callable[[str], CliOutput]
     trailing_args: tuple[str, ...] = ()
+    base_url_env: str = ""  # set from the entry's api_base, never inherited
+    env_allow: tuple[str, ...] = ()  # the CLI's own non-secret settings it may inherit
 
     @property
     def override_env(self) -> str:
@@ -157,11 +179,16 @@ FLAVOURS = {
     for f in (
         # protocol, executable, base_args, json_args, default_model, api_key_env, parse
         CliFlavour("claude-cli", "claude", ("-p",), _JSON_OUTPUT, "claude-code",
-                   "ANTHROPIC_API_KEY", _parse_claude),
+                   "ANTHROPIC_API_KEY", _parse_claude, base_url_env="ANTHROPIC_BASE_URL",
+                   env_allow=("CLAUDE_CONFIG_DIR", "DISABLE_TELEMETRY", "DISABLE_AUTOUPDATER",
+                              "DISABLE_ERROR_REPORTING",
+                              "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")),
         CliFlavour("codex-cli", "codex", ("exec",), ("--json", "--skip-git-repo-check"), "codex",
-                   "OPENAI_API_KEY", _parse_codex, trailing_args=("-",)),  # "-": prompt on stdin
+                   "OPENAI_API_KEY", _parse_codex, trailing_args=("-",),  # "-": prompt on stdin
+                   base_url_env="OPENAI_BASE_URL", env_allow=("CODEX_HOME",)),
         CliFlavour("gemini-cli", "gemini", (), _JSON_OUTPUT, "gemini-cli",
-                   "GEMINI_API_KEY", _parse_gemini),
+                   "GEMINI_API_KEY", _parse_gemini, base_url_env="GOOGLE_GEMINI_BASE_URL",
+                   env_allow=("GEMINI_CLI_HOME", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION")),
     )
 }
 # fmt: on
@@ -176,6 +203,8 @@ class CliProvider(Provider):
         self._entry = entry
         self._flavour = FLAVOURS[entry.protocol]
         self._workdir: str | None = None
+        # The child knows no secret but its own key; shapes catch what it read elsewhere.
+        self._redactor = Redactor([entry.api_key.get_secret_value()] if entry.api_key else [])
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         flavour = self._flavour
@@ -192,7 +221,8 @@ class CliProvider(Provider):
             output = flavour.parse(stdout)
         except ValueError as exc:
             raise self._error(
-                InvalidResponse, f"{executable} printed no usable answer ({exc}): {_tail(stdout)}"
+                InvalidResponse,
+                f"{executable} printed no usable answer ({exc}): {self._tail(stdout)}",
             ) from exc
         if output.error is not None:
             raise self._error(ProviderUnavailable, f"{executable} failed: {output.error}")
@@ -238,16 +268,28 @@ class CliProvider(Provider):
             how = f"was killed by signal {-code}" if code and code < 0 else f"exited with {code}"
             raise self._error(
                 ProviderUnavailable,
-                f"{name} {how}; stderr: {_tail(stderr)}; stdout: {_tail(stdout)}",
+                f"{name} {how}; stderr: {self._tail(stderr)}; stdout: {self._tail(stdout)}",
             )
         return stdout
 
     def _child_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(CHILD_ENV_DROP_PREFIX)}
-        env.setdefault("NO_COLOR", "1")
+        """Only the allowlisted part of our environment, plus this entry's own settings."""
+        allowed = CHILD_ENV_ALLOW.union(self._flavour.env_allow)
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name in allowed or name.startswith(CHILD_ENV_ALLOW_PREFIXES)
+        }
+        env["NO_COLOR"] = "1"
         if self._entry.api_key is not None:
             env[self._flavour.api_key_env] = self._entry.api_key.get_secret_value()
+        if self._entry.api_base is not None and self._flavour.base_url_env:
+            env[self._flavour.base_url_env] = self._entry.api_base
         return env
+
+    def _tail(self, text: str) -> str:
+        """Redacted first: cutting could leave half a key that no longer matches."""
+        return _tail(self._redactor.redact(text))
 
     def _cwd(self) -> str:
         if self._workdir is None or not os.path.isdir(self._workdir):  # tmp cleaners exist
@@ -255,10 +297,7 @@ class CliProvider(Provider):
         return self._workdir
 
     def _error(self, cls: type[ProviderError], message: str) -> ProviderError:
-        secret = self._entry.api_key.get_secret_value() if self._entry.api_key else ""
-        if secret:
-            message = message.replace(secret, "[redacted]")
-        return cls(message, model_name=self._entry.model_name)
+        return cls(self._redactor.redact(message), model_name=self._entry.model_name)
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
