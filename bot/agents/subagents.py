@@ -8,7 +8,8 @@ and hands the result back to the calling model. A spawned task is written to the
 path as replies: a task cut short by a restart is run again and its result still posted.
 The caller's ``allow_agents`` governs both, self included (SPEC §8): absent → only
 itself; a list → exactly those ids; ``["*"]`` → anyone. Depth ≤ 2, at most 3 running
-per chat, 300 s each.
+per chat, 300 s each. A failure's text is posted to the chat, stored and handed to
+another model, so it is redacted first.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import ClassVar, Protocol
 from bot.agents.agent import Agent
 from bot.agents.tools import Tool, ToolContext, ToolError, ToolRegistry
 from bot.errors import AllModelsFailed, ProviderError
+from bot.redaction import Redactor
 from bot.routing import Route
 from bot.sessions.store import SessionKey, SessionStore
 from bot.types import ChatMessage, JSONObject
@@ -79,11 +81,13 @@ class SubAgents:
         journal: TaskJournal,
         *,
         timeout_s: float = TIMEOUT_S,
+        redactor: Redactor | None = None,
     ) -> None:
         self._agents = agents
         self._store = store
         self._journal = journal
         self._timeout_s = timeout_s
+        self._redactor = redactor if redactor is not None else Redactor()
         self._runner: TaskRunner | None = None
         self._tasks: dict[str, SubTask] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -147,7 +151,7 @@ class SubAgents:
         except AllModelsFailed as exc:
             task.state, task.result = "failed", exc.user_message()
         except ProviderError as exc:
-            task.state, task.result = "failed", f"the model refused: {exc}"
+            task.state, task.result = "failed", self._redactor.redact(f"the model refused: {exc}")
         log.info("sub-task %s by %s for %s: %s", task.id, target.id, context.agent.id, task.state)
         return task.result
 

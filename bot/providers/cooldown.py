@@ -2,6 +2,7 @@
 
 One book per process, keyed by model_list entry name, so alice's and bob's chains and
 the compaction role all see that ``gpt`` is rate limited the moment any of them learns it.
+Reasons are served on ``/readyz``, so they are redacted when recorded.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.errors import ModelNotFound, ProviderAuthError, ProviderError, RateLimited
+from bot.redaction import Redactor
 
 ESCALATION_S = (30.0, 60.0, 300.0)  # consecutive failures without a Retry-After
 AUTH_COOLDOWN_S = 1800.0  # a bad key needs a person; don't hammer the provider meanwhile
@@ -26,8 +28,11 @@ class _Entry:
 
 
 class CooldownBook:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, redactor: Redactor | None = None
+    ) -> None:
         self._clock = clock
+        self._redactor = redactor if redactor is not None else Redactor()
         self._entries: dict[str, _Entry] = {}
 
     def remaining(self, model_name: str) -> float:
@@ -52,7 +57,7 @@ class CooldownBook:
         else:
             seconds = ESCALATION_S[min(entry.strikes, len(ESCALATION_S)) - 1]
         entry.until = self._clock() + seconds
-        entry.reason = f"{type(error).__name__}: {error}"
+        entry.reason = self._redactor.redact(f"{type(error).__name__}: {error}")
         return seconds
 
     def record_success(self, model_name: str) -> None:

@@ -1,4 +1,7 @@
-"""``models check``: one tiny request through every model_list entry, timed."""
+"""``models check``: one tiny request through every model_list entry, timed.
+
+What it prints (error text, the start of each answer) is redacted: a server may quote the key.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from dataclasses import dataclass
 from bot.config.schema import ModelEntry
 from bot.errors import ProviderError
 from bot.providers.dispatcher import ProviderDispatcher
+from bot.redaction import Redactor
 from bot.types import ChatMessage, ChatRequest
 
 PROBE = ChatRequest(
@@ -26,21 +30,29 @@ class ProbeResult:
     detail: str
 
 
-async def probe_all(dispatcher: ProviderDispatcher, entries: list[ModelEntry]) -> list[ProbeResult]:
-    """Probe every entry at once; each directly, not through a chain, so none hides another."""
-    return list(await asyncio.gather(*(_probe(dispatcher, e) for e in entries)))
+async def probe_all(
+    dispatcher: ProviderDispatcher, entries: list[ModelEntry], redactor: Redactor | None = None
+) -> list[ProbeResult]:
+    """Probe every entry at once; each directly, not through a chain, so none hides another.
+
+    Without a ``redactor``, one is made from the entries' keys (all a provider could quote).
+    """
+    if redactor is None:
+        redactor = Redactor(e.api_key.get_secret_value() for e in entries if e.api_key)
+    return list(await asyncio.gather(*(_probe(dispatcher, e, redactor) for e in entries)))
 
 
-async def _probe(dispatcher: ProviderDispatcher, entry: ModelEntry) -> ProbeResult:
+async def _probe(
+    dispatcher: ProviderDispatcher, entry: ModelEntry, redactor: Redactor
+) -> ProbeResult:
     started = time.perf_counter()
     try:
         provider = await dispatcher.get(entry.model_name)
         response = await provider.chat(PROBE)
     except ProviderError as exc:
-        return ProbeResult(
-            entry, False, time.perf_counter() - started, f"{type(exc).__name__}: {exc}"
-        )
-    reply = " ".join(response.text.split())[:40]
+        detail = redactor.redact(f"{type(exc).__name__}: {exc}")
+        return ProbeResult(entry, False, time.perf_counter() - started, detail)
+    reply = " ".join(redactor.redact(response.text).split())[:40]
     return ProbeResult(entry, True, time.perf_counter() - started, f"answered {reply!r}")
 
 

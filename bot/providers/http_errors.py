@@ -1,7 +1,8 @@
 """Translate httpx failures and HTTP error answers into ``bot.errors`` — the one place.
 
 Status classes follow SPEC §6: which failures move to the next model and which stop.
-Provider error bodies are summarised, never echoed whole (they can quote our request).
+Provider error bodies are summarised, never echoed whole (they can quote our request), and
+redacted before anything else sees them: some servers quote the key they were sent.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bot.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from bot.redaction import Redactor
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -33,6 +35,8 @@ _CONTEXT_MARKERS = (
     "too many tokens",
 )
 _POLICY_MARKERS = ("content_policy", "content policy", "safety system", "content_filter")
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+MAX_DETAIL_CHARS = 300
 
 
 def from_transport_error(exc: httpx.HTTPError, model_name: str) -> ProviderError:
@@ -45,7 +49,7 @@ def from_transport_error(exc: httpx.HTTPError, model_name: str) -> ProviderError
 def from_response(response: httpx.Response, model_name: str) -> ProviderError:
     """An HTTP error answer, classified by status and (for 400/404) by its message."""
     status = response.status_code
-    detail = _error_message(response)
+    detail = _error_message(response, Redactor(_sent_credentials(response)))
     text = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
     lowered = detail.lower()
     if status == 429:
@@ -93,15 +97,32 @@ def parse_json(response: httpx.Response, model_name: str) -> dict[str, object]:
     return data
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(response: httpx.Response, redactor: Redactor) -> str:
+    """The body's error text, redacted *before* it is cut: a cut key would escape masking."""
     try:
         data = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return ""
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
-        parts = [str(error.get(k)) for k in ("type", "code", "message") if error.get(k)]
-        return ": ".join(parts)[:300]
-    if isinstance(error, str):
-        return error[:300]
-    return ""
+        text = ": ".join(str(error.get(k)) for k in ("type", "code", "message") if error.get(k))
+    elif isinstance(error, str):
+        text = error
+    else:
+        return ""
+    return redactor.redact(text)[:MAX_DETAIL_CHARS]
+
+
+def _sent_credentials(response: httpx.Response) -> list[str]:
+    """The credentials the request carried: what a server could quote back at us."""
+    try:
+        request = response.request
+    except RuntimeError:  # a Response built by hand has no request
+        return []
+    found = []
+    for name in _CREDENTIAL_HEADERS:
+        value = request.headers.get(name)
+        if value:
+            found += [value, value.split(" ", 1)[-1]]  # "Bearer KEY" and KEY alone
+    found += request.url.params.get_list("key")  # Google-style ?key=
+    return found

@@ -80,6 +80,8 @@ class Fault:
     Context overflow is ``Fault(400, "...maximum context length...", code=
     "context_length_exceeded")`` for OpenAI and ``Fault(400, "prompt is too long: ...")`` for
     Anthropic. ``retry_after`` sets ``Retry-After`` (seconds) and ``retry-after-ms``.
+    ``quote_credentials`` appends the credential headers the request carried (Authorization,
+    x-api-key, ...) verbatim, as careless or hostile servers do: for redaction tests.
     """
 
     status: int
@@ -87,6 +89,7 @@ class Fault:
     retry_after: float | None = None
     error_type: str | None = None
     code: str | None = None
+    quote_credentials: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,14 @@ def _retry_headers(retry_after: float | None) -> dict[str, str]:
         return {}
     seconds = str(int(retry_after)) if retry_after == int(retry_after) else str(retry_after)
     return {"Retry-After": seconds, "retry-after-ms": str(int(retry_after * 1000))}
+
+
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+def _quoted_credentials(headers: Mapping[str, str]) -> str:
+    sent = [f"{name}: {headers[name]}" for name in _CREDENTIAL_HEADERS if name in headers]
+    return f"(you sent {'; '.join(sent)})" if sent else "(you sent no credentials)"
 
 
 class FakeLLM:
@@ -419,6 +430,8 @@ class FakeLLM:
         prompt_tokens = shape.content_chars(body) // 4 + 1
         if isinstance(behaviour, Fault):
             message = behaviour.message or _phrase(behaviour.status)
+            if behaviour.quote_credentials:
+                message = f"{message} {_quoted_credentials(recorded.headers)}"
             headers = _retry_headers(behaviour.retry_after)
             return shape.error(
                 behaviour.status, message, behaviour.error_type, behaviour.code, headers
