@@ -35,6 +35,7 @@ from bot.lifecycle import Lifecycle, Ticket
 from bot.ops.gateway import HealthReport, cooling_models
 from bot.ops.metrics import BridgeMetrics
 from bot.providers.cooldown import CooldownBook
+from bot.redaction import Redactor, secrets_of
 from bot.routing import Route, Router
 from bot.sessions.compaction import CompactionWorker
 from bot.sessions.inbox import TASK, InboxRow
@@ -95,7 +96,9 @@ class App:
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._inbox = OwnedInbox(self.store, self.owner)
         self.metrics = BridgeMetrics()
-        self.cooldowns = CooldownBook()
+        # One redaction for the logs and everything the App serves; reloads teach it more.
+        self.redactor = Redactor(secrets_of(loaded.config))
+        self.cooldowns = CooldownBook(redactor=self.redactor)
         self.metrics.track_cooldowns(self.cooldowns.snapshot)
         self.lanes = ChatLanes()
         self.chat_moves: dict[tuple[str, str], str] = {}
@@ -124,10 +127,7 @@ class App:
 
     def secrets(self) -> list[str]:
         """Every secret in the config, for log redaction."""
-        config = self.loaded.config
-        found = [b.token.get_secret_value() for b in config.channels.bots()]
-        found += [m.api_key.get_secret_value() for m in config.model_list if m.api_key]
-        return found
+        return secrets_of(self.loaded.config)
 
     def _build(self, loaded: LoadedConfig) -> Generation:
         return Generation.build(
@@ -139,6 +139,7 @@ class App:
             router=self._fixed_router,
             observer=self.metrics,
             moved=self.chat_moves,
+            redactor=self.redactor,
         )
 
     # --- lifecycle ------------------------------------------------------------------
@@ -224,6 +225,7 @@ class App:
             for problem in exc.problems:
                 log.error("reload refused, old config still running: %s", problem)
             return False
+        self.redactor.add(secrets_of(loaded.config))
         if loaded.database != self.loaded.database:
             log.warning("session.database changed; that takes effect at the next restart")
         old, self.generation = self.generation, self._build(loaded)

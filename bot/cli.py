@@ -112,7 +112,7 @@ def _chat(loaded: LoadedConfig, agent_id: str) -> int:
     console = ConsoleChannel(agents[agent_id].display_name)
     binding = Binding(agent_id=agent_id, match=BindingMatch(channel=CHANNEL))
     app = App(loaded, channels=lambda _loaded, _inbox: [console], router=Router([binding]))
-    logs.configure("WARNING", app.secrets())
+    logs.configure("WARNING", redactor=app.redactor)
 
     async def converse() -> None:
         await app.start()
@@ -143,11 +143,13 @@ async def _sessions(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 async def _models_check(loaded: LoadedConfig) -> int:
     from bot.providers import health_check
     from bot.providers.dispatcher import ProviderDispatcher
+    from bot.redaction import Redactor, secrets_of
 
     entries = list(loaded.config.model_list)
     dispatcher = ProviderDispatcher(entries)
+    redactor = Redactor(secrets_of(loaded.config))
     try:
-        results = await health_check.probe_all(dispatcher, entries)
+        results = await health_check.probe_all(dispatcher, entries, redactor)
     finally:
         await dispatcher.aclose()
     print(health_check.render(results))
@@ -160,7 +162,7 @@ def _run(loaded: LoadedConfig, level: str, grace_s: float) -> int:
     from bot.ops.service import serve
 
     app = App(loaded, exclusive=True)
-    redactor = logs.configure(level, app.secrets())
+    redactor = logs.configure(level, redactor=app.redactor)
     try:
         asyncio.run(
             serve(

@@ -21,6 +21,7 @@ from bot.config.loader import LoadedConfig
 from bot.providers.cooldown import CooldownBook
 from bot.providers.dispatcher import ProviderDispatcher
 from bot.providers.fallback import ChainObserver, FallbackChain, RoleChains
+from bot.redaction import Redactor
 from bot.routing import Router
 from bot.sessions.compaction import CompactionWorker
 from bot.sessions.store import SessionStore
@@ -55,12 +56,13 @@ class Generation:
         router: Router | None = None,
         observer: ChainObserver | None = None,
         moved: dict[tuple[str, str], str] | None = None,
+        redactor: Redactor | None = None,
     ) -> Generation:
         config = loaded.config
         dispatcher = ProviderDispatcher(config.model_list)
         chain = FallbackChain(dispatcher, cooldowns, observer=observer)
         agents = agents_from(loaded)
-        subagents = SubAgents(agents, store, journal)
+        subagents = SubAgents(agents, store, journal, redactor=redactor)
         runner = TurnRunner(chain, store, config.session, compaction, subagents.registry())
         subagents.bind(runner)
         return cls(

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
 
+from bot.app import App
+from bot.config.loader import load_config
 from bot.errors import ProviderAuthError, ProviderError
+from bot.ops.gateway import cooling_models
 from bot.ops.logs import RedactingFilter
 from bot.providers import http_errors
 from bot.providers.cooldown import CooldownBook
 from bot.redaction import REDACTED, Redactor
+from bot.testing import bridge_config
+from bot.testing.bridge import BotPlan
 
 OPAQUE = "opaque-key-with-no-known-shape-91c2"  # only masked because it was named
 
@@ -92,3 +99,32 @@ def test_cooldown_reasons_are_redacted_when_recorded() -> None:
     shapes_only = CooldownBook()
     shapes_only.record_failure("m", ProviderError("Bearer abcdefgh12345678", model_name="m"))
     assert "abcdefgh12345678" not in shapes_only.reason("m")
+
+
+async def test_the_apps_redactor_holds_the_configs_secrets_and_learns_on_reload(
+    tmp_path: Path,
+) -> None:
+    """/readyz reasons are masked with the config's own secrets, not only by shape."""
+    bot = BotPlan("alice", "6200001:alice-token-" + "R" * 30, "alice", "You are A.", "a-model")
+    config = bridge_config(
+        telegram_base="http://127.0.0.1:9", llm_base="http://127.0.0.1:9/v1", bots=[bot]
+    )
+    config["model_list"][0]["api_key"] = OPAQUE
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    app = App(load_config(path), channels=lambda _loaded, _inbox: [])
+    try:
+        app.cooldowns.record_failure("m-alice", ProviderError(f"got {OPAQUE}"))
+        assert (
+            cooling_models(app.cooldowns)["m-alice"]["reason"] == f"ProviderError: got {REDACTED}"
+        )
+
+        rotated = OPAQUE + "-rotated"
+        config["model_list"][0]["api_key"] = rotated
+        path.write_text(json.dumps(config))
+        assert await app.reload(path)
+        app.cooldowns.record_failure("m-alice", ProviderError(f"got {rotated} after {OPAQUE}"))
+        reason = cooling_models(app.cooldowns)["m-alice"]["reason"]
+        assert reason == f"ProviderError: got {REDACTED} after {REDACTED}"
+    finally:
+        await app.generation.close_now()
