@@ -65,7 +65,7 @@ async def _online_checks(loaded: LoadedConfig) -> list[Check]:
     bot_jobs = []
     for bot in config.channels.bots():
         token = bot.token.get_secret_value()
-        name = raw_secret_names.get(bot.id, "the token")
+        name = raw_secret_names.get(bot.id, "its token in the config")
         bot_jobs.append(_bot_checks(f"bot {bot.id}", token, bot.api_base, name))
     dispatcher = ProviderDispatcher(config.model_list)
     try:
