@@ -13,6 +13,7 @@ from bot.config.loader import LoadedConfig, load_config, resolve_path
 from bot.config.report import render
 from bot.errors import ConfigError, PersonaBridgeError, StoreBusy, StoreError
 from bot.onboarding import commands as onboarding
+from bot.onboarding.examples import where_examples_are
 from bot.ops import logs
 
 EX_CONFIG = 78
@@ -32,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        if hint := where_examples_are(str(exc)):
+            print(hint, file=sys.stderr)
         return EX_CONFIG
     try:
         return _dispatch(args, loaded)
