@@ -24,7 +24,8 @@ def register(commands: Any) -> None:
         "init",
         help="first run: check bot tokens and a model live, write a working config",
         description="Asks for what it needs; every question also has a flag, for scripts. "
-        "Secrets go to an owner-only <config>.secrets.env beside the config, not into it.",
+        "Secrets go to an owner-only <config>.secrets.env beside the config, not into it. "
+        "Flags are visible to other users in `ps`: on a shared machine answer the prompts.",
     )
     init.add_argument("--config", help=CONFIG_HELP)
     init.add_argument(

@@ -27,6 +27,7 @@ from bot.providers.dispatcher import ProviderDispatcher
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 MODEL_NAME = "main"
+_TOKEN_SHAPE = re.compile(r"^\d+:\S+$")
 _ALLOW_ENTRY = re.compile(r"^(?:\d{1,20}|@[A-Za-z0-9_]{1,32})$")
 
 
@@ -96,8 +97,17 @@ async def _ask_bots(answers: InitAnswers, questions: Questions, interactive: boo
             token = questions.secret(question, flag="--token")
             if not token and bots:
                 break
+        if not _TOKEN_SHAPE.match(token):
+            fix = "paste the '<digits>:<secret>' token from @BotFather"
+            if not interactive:
+                raise ConfigError([ConfigProblem("--token", "does not look like a bot token", fix)])
+            print(f"  That does not look like a bot token: {fix}.")
+            continue
         check, info = await check_token(
-            f"token {len(bots) + 1}", token, answers.telegram_api_base, "--token"
+            f"token {len(bots) + 1}",
+            token,
+            answers.telegram_api_base,
+            "this prompt" if interactive else "--token",
         )
         print(f"  {check}")
         if info is None:
