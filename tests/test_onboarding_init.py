@@ -68,7 +68,7 @@ async def test_non_interactive_init_writes_a_config_that_check_config_accepts_an
     assert code == 0, err
     assert "✓ token 1: token accepted: @helper_bot (Helper)" in out
     assert "✓ model main (openai/init-model): answered" in out
-    assert f"persona-bridge run --config {config}" in out
+    assert f"{sys.executable} -m bot run --config {config}" in out
     assert TOKEN not in out + err
     assert KEY not in out + err
     text = config.read_text()

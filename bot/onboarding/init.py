@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,7 @@ async def run_init(answers: InitAnswers, questions: Questions, interactive: bool
     if not replace and not questions.confirm(f"{path} exists. Replace it?", False, flag="--force"):
         print("Nothing written.")
         return 1
-    print("persona-bridge init: a working config in four questions.\n")
+    print("persona-bridge init: a working config, each answer checked live.\n")
     bots = await _ask_bots(answers, questions, interactive)
     entry, secret_name, secret = await _ask_model(answers, questions, interactive)
     for bot in bots:
@@ -313,5 +315,17 @@ def _print_next(path: Path, bots: list[_Bot]) -> None:
     closed = [f"@{b.info.username}" for b in bots if not b.allow]
     if closed:
         print(f"Nobody may talk to {', '.join(closed)} yet: add user ids to allow_from.")
-    print(f"\nNext:\n  persona-bridge run --config {path}")
-    print(f"Check the deployment any time with:\n  persona-bridge doctor --config {path}")
+    program = _program()
+    print(f"\nNext:\n  {program} run --config {path}")
+    print(f"Check the deployment any time with:\n  {program} doctor --config {path}")
+
+
+def _program() -> str:
+    """How this user starts us: ``persona-bridge`` if that is on PATH, else the real path."""
+    started_as = Path(sys.argv[0])
+    if started_as.name != "persona-bridge":
+        return f"{sys.executable} -m bot"
+    found = shutil.which("persona-bridge")
+    if found and Path(found).resolve() == started_as.resolve():
+        return "persona-bridge"
+    return str(started_as)
