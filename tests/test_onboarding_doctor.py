@@ -84,6 +84,7 @@ async def test_doctor_all_green_against_the_fakes(
     assert any(line.startswith("✓ gateway 127.0.0.1:") for line in lines)
     assert lines[-1] == "All checks passed."
     assert ALICE.token not in "\n".join(lines)
+    assert not any(line.startswith("!") for line in lines)
 
 
 async def test_doctor_one_red_line_per_fault_each_with_its_fix(

@@ -29,7 +29,9 @@ def test_minimal_example_needs_two_secrets_and_admits_nobody_by_default(
 
     assert main(["check-config", "--config", str(path)]) == 0
 
-    assert "telegram-assistant" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "telegram-assistant" in out
+    assert "allow_from: empty, so this bot admits nobody" in err  # check-config explains
     [bot] = json.loads(path.read_text())["channels"]["telegram_bots"]
     assert bot["allow_from"] == []
 

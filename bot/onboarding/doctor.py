@@ -40,9 +40,12 @@ async def run_doctor(path: Path) -> int:
             # A missing credential was just explained; its config echo adds nothing.
             if not (reported and problem.problem.startswith("credential")):
                 print(f"✗ {problem}")
+        print("\nFix the config first; then doctor runs the online checks.")
         return 1
     checks = [Check(f"config {loaded.path}", True, "valid"), *credentials]
     print(checks[0])
+    for warning in loaded.warnings:  # valid but probably unintended: shown, not failed
+        print(f"! {warning}")
     for check in await _online_checks(loaded):
         print(check)
         checks.append(check)
