@@ -67,8 +67,11 @@ def register(commands: Any) -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from bot.testing.demo import main as demo
-
+        try:
+            from bot.testing.demo import main as demo
+        except ModuleNotFoundError as exc:  # an install without the HTTP server library
+            print(f"demo: needs {exc.name} — pip install {exc.name}", file=sys.stderr)
+            return 1
         return demo()
     try:
         if args.command == "doctor":
