@@ -12,6 +12,8 @@ from bot import __version__
 from bot.config.loader import LoadedConfig, load_config, resolve_path
 from bot.config.report import render
 from bot.errors import ConfigError, PersonaBridgeError, StoreBusy, StoreError
+from bot.onboarding import commands as onboarding
+from bot.onboarding.examples import where_examples_are
 from bot.ops import logs
 
 EX_CONFIG = 78
@@ -24,11 +26,15 @@ log = logging.getLogger("bot")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in onboarding.NAMES:  # they need no loaded config, or load their own
+        return onboarding.dispatch(args)
     try:
         loaded = load_config(resolve_path(args.config))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        if hint := where_examples_are(str(exc)):
+            print(hint, file=sys.stderr)
         return EX_CONFIG
     try:
         return _dispatch(args, loaded)
@@ -74,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="SECONDS",
                 help="on SIGTERM, how long in-flight turns may finish (default 30)",
             )
+    onboarding.register(commands)
     models = commands.add_parser("models", help="model checks", description="model checks")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     check = models_commands.add_parser(

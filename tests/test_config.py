@@ -191,7 +191,7 @@ def test_example_config_passes_check_config(
         ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "TG_ALICE_TOKEN", "TG_BOB_TOKEN")
     ):
         monkeypatch.setenv(name, f"555555{index}:example-value-EEEEEEEEEEEEEEEEEEEE")
-    assert main(["check-config", "--config", str(ROOT / "config.example.json")]) == 0
+    assert main(["check-config", "--config", str(ROOT / "config.full.example.json")]) == 0
     out = capsys.readouterr().out
     assert "telegram-alice" in out
     assert "telegram-bob" in out

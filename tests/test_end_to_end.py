@@ -126,6 +126,7 @@ async def test_offline_demo_runs() -> None:
         sys.executable,
         "-m",
         "bot.testing.demo",
+        stdin=asyncio.subprocess.DEVNULL,  # the demo is talkable: end of input ends it
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

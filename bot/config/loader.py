@@ -21,6 +21,7 @@ from bot.config.jsontext import JsonTextError, parse
 from bot.config.overrides import Loc, apply_overrides, model_at, source_of
 from bot.config.references import check_references
 from bot.config.schema import BridgeConfig
+from bot.config.secrets_file import sources_for
 from bot.config.substitution import expand
 from bot.errors import ConfigError, ConfigProblem
 
@@ -70,7 +71,7 @@ def load_config(path: Path) -> LoadedConfig:
 def _load(path: Path) -> LoadedConfig:
     raw = _read_json(path)
     problems: list[ConfigProblem] = []
-    expanded = expand(raw, os.environ, problems)
+    expanded = expand(raw, sources_for(path, os.environ, problems), problems)
     merged, sources = apply_overrides(expanded, os.environ, problems)
     try:
         # Strict: a config's types are JSON's ("yes" is no bool, true is no number).

@@ -39,8 +39,12 @@ _CONFLICT = (
 )
 # Form and query values are JSON-encoded unless they are strings; these are always strings,
 # so "123" or "true" sent as text must not be decoded into a number or a bool.
+_WEBHOOK_CONFLICT = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
 _STRING_PARAMS = frozenset(
-    {"text", "parse_mode", "caption", "action", "language_code", "inline_message_id"}
+    {"text", "parse_mode", "caption", "action", "language_code", "inline_message_id", "url"}
     | {"business_connection_id", "message_effect_id", "title", "description", "emoji"}
 )
 _CHAT_ACTIONS = frozenset(
@@ -140,6 +144,7 @@ class _BotState:
     faults: dict[str, list[_Fault]] = field(default_factory=dict)  # lower-cased method
     moved: dict[int, int] = field(default_factory=dict)  # group id → its supergroup's id
     blocked: set[int] = field(default_factory=set)  # chats where sending answers 403
+    webhook_url: str = ""  # set: getUpdates answers 409, as Telegram does
 
     def user(self) -> dict[str, Any]:
         return {
@@ -255,6 +260,8 @@ class FakeTelegram:
         self._methods: dict[str, Callable[[_BotState, dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
             "deletewebhook": self._delete_webhook,
+            "setwebhook": self._set_webhook,
+            "getwebhookinfo": self._get_webhook_info,
             "setmycommands": self._set_my_commands,
             "getmycommands": self._get_my_commands,
             "sendchataction": self._send_chat_action,
@@ -319,6 +326,17 @@ class FakeTelegram:
         bot = FakeBot(token, bot_id, username.lstrip("@"), first_name or username.lstrip("@"))
         self._bots[token] = _BotState(bot)
         return bot
+
+    def revoke(self, token: str) -> None:
+        """Forget the bot: its token now gets 401 Unauthorized, as after /revoke in BotFather."""
+        self._bots.pop(token, None)
+
+    def set_webhook(self, token: str, url: str) -> None:
+        """Leave a webhook set, as another deployment might: polling then gets 409."""
+        self._state(token).webhook_url = url
+
+    def webhook_url(self, token: str) -> str:
+        return self._state(token).webhook_url
 
     def _state(self, token: str) -> _BotState:
         try:
@@ -595,9 +613,26 @@ class FakeTelegram:
         return True
 
     async def _delete_webhook(self, state: _BotState, params: dict[str, Any]) -> Any:
+        state.webhook_url = ""
         if params.get("drop_pending_updates") is True:
             self._confirm(state, state.next_update_id)
         return True
+
+    async def _set_webhook(self, state: _BotState, params: dict[str, Any]) -> Any:
+        url = str(params.get("url") or "")
+        if url and not url.startswith("https://"):
+            raise _ApiError(
+                400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+            )
+        state.webhook_url = url
+        return True
+
+    async def _get_webhook_info(self, state: _BotState, params: dict[str, Any]) -> Any:
+        return {
+            "url": state.webhook_url,
+            "has_custom_certificate": False,
+            "pending_update_count": len(state.updates),
+        }
 
     async def _set_my_commands(self, state: _BotState, params: dict[str, Any]) -> Any:
         commands = params.get("commands")
@@ -638,6 +673,8 @@ class FakeTelegram:
         offset = _int_param(params, "offset", 0)
         limit = min(max(_int_param(params, "limit", 100), 1), 100)
         timeout = float(params.get("timeout") or 0)
+        if state.webhook_url:
+            raise _ApiError(409, _WEBHOOK_CONFLICT)
         if isinstance(params.get("allowed_updates"), list):
             state.allowed_updates = params["allowed_updates"]
         state.poll_generation += 1

@@ -1,0 +1,1 @@
+"""First run and day-to-day checks: ``init``, ``doctor`` and ``demo`` (SPEC §3, §13)."""
