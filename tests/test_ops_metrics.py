@@ -18,15 +18,7 @@ from bot.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from bot.ops.metrics import (
-    OUTCOMES,
-    BridgeMetrics,
-    Counter,
-    Gauge,
-    Histogram,
-    Registry,
-    outcome_of,
-)
+from bot.ops.metrics import OUTCOMES, BridgeMetrics, outcome_of
 from bot.providers.fallback import CoolingDown
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -56,7 +48,7 @@ def test_bridge_metrics_names_types_and_moving_counters() -> None:
     metrics.model_request("gpt", RateLimited("429", model_name="gpt"))
     metrics.fallbacks.labels(from_model="gpt", to_model="local").inc()
     metrics.compactions.labels(outcome="ok").inc()
-    metrics.inbox_backlog.set_function(lambda: 7)
+    metrics.inbox_backlog.set(7)
     metrics.bots_polling.set(2)
     metrics.set_cooldowns({"gpt": 12.5})
 
@@ -86,6 +78,16 @@ def test_bridge_metrics_names_types_and_moving_counters() -> None:
     assert samples[key("persona_bridge_bots_polling")] == 2
     assert samples[key("persona_bridge_model_cooldown_seconds", model="gpt")] == 12.5
     assert samples[key("persona_bridge_up")] == 1
+    assert not [name for name, _ in samples if name.endswith("_created")]  # no extra series
+
+
+def test_each_bridge_metrics_counts_on_its_own_registry() -> None:
+    """Two Apps in one process (tests, benches) must not share counters."""
+    first, second = BridgeMetrics(), BridgeMetrics()
+    first.messages_in.labels(bot="telegram-alice").inc()
+    _, samples = parse(second.render())
+    assert key("persona_bridge_messages_in_total", bot="telegram-alice") not in samples
+    assert first.registry is not second.registry
 
 
 def test_cooldown_gauge_follows_the_book_at_each_scrape() -> None:
@@ -127,45 +129,26 @@ def test_histogram_buckets_are_cumulative_and_inf_equals_count() -> None:
     assert samples[key("persona_bridge_turn_seconds_sum", agent="alice")] == pytest.approx(204.65)
 
 
-def test_label_values_and_help_escape_and_round_trip() -> None:
-    registry = Registry()
-    counter = registry.register(
-        Counter("odd_total", 'help with \\ and "quotes"\nand a line', ["v"])
-    )
+def test_label_values_escape_and_round_trip() -> None:
+    metrics = BridgeMetrics()
     nasty = 'back\\slash "quoted"\nnew line'
-    counter.labels(v=nasty).inc(4)
+    metrics.messages_in.labels(bot=nasty).inc(4)
 
-    page = registry.render()
-    assert '{v="back\\\\slash \\"quoted\\"\\nnew line"}' in page
-    (family,) = list(text_string_to_metric_families(page))
-    assert family.documentation == 'help with \\ and "quotes"\nand a line'
-    assert family.samples[0].labels == {"v": nasty}
-    assert family.samples[0].value == 4
+    page = metrics.render()
+    assert '{bot="back\\\\slash \\"quoted\\"\\nnew line"}' in page
+    _, samples = parse(page)
+    assert samples[key("persona_bridge_messages_in_total", bot=nasty)] == 4
 
 
-def test_misuse_is_refused() -> None:
-    counter = Counter("c_total", "c", ["bot"])
-    with pytest.raises(ValueError, match="cannot decrease"):
-        counter.labels(bot="a").inc(-1)
-    with pytest.raises(ValueError, match="takes labels"):
-        counter.labels(agent="a")
-    with pytest.raises(ValueError, match="invalid"):
-        Gauge("bad name", "x")
-    with pytest.raises(ValueError, match="invalid"):
-        Histogram("h", "x", ["le"], [1.0])
-    registry = Registry()
-    registry.register(Gauge("g", "g"))
-    with pytest.raises(ValueError, match="twice"):
-        registry.register(Gauge("g", "g"))
+def test_a_failing_refresh_hook_keeps_the_page() -> None:
+    metrics = BridgeMetrics()
 
+    def broken() -> dict[str, float]:
+        raise RuntimeError("book is gone")
 
-def test_a_failing_gauge_function_renders_nan_not_an_error() -> None:
-    registry = Registry()
-    registry.register(Gauge("ok", "ok")).set(1)
-    registry.register(Gauge("broken", "broken")).set_function(lambda: 1 / 0)
-    _, samples = parse(registry.render())
-    assert math.isnan(samples[key("broken")])
-    assert samples[key("ok")] == 1
+    metrics.track_cooldowns(broken)
+    _, samples = parse(metrics.render())
+    assert samples[key("persona_bridge_up")] == 1
 
 
 @pytest.mark.parametrize(

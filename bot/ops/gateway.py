@@ -1,29 +1,54 @@
 """The loopback HTTP endpoint for probes and scrapes: /healthz, /readyz, /metrics.
 
-Three GET routes do not justify an HTTP framework in production (aiohttp is a test-only
-extra), so this is a deliberately small HTTP/1.1 server on asyncio streams: one request
-per connection, a bounded head (8 KiB) and a read timeout, so a slow or hostile client
-costs one socket for a few seconds and nothing more.
+Served by aiohttp.web with its limits set tight, so a slow or hostile client costs one
+socket for a few seconds and nothing more: a connection that has not delivered a whole
+request head within ``read_timeout`` is closed however slowly it trickles bytes (aiohttp
+>= 3.14.4 arms that timer on connect), heads are capped at 8 KiB, a body is only drained
+and dropped (for ``read_timeout`` at most), and an unparsable request gets a 400.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.providers.cooldown import CooldownBook
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 8 * 1024
+MAX_HEAD = 8 * 1024  # per request line and per header field
+MAX_HEADERS = 32  # a probe or a scraper sends a handful
+MAX_BODY = 1024  # nothing here reads a body; this caps any that is read by mistake
+BACKLOG = 1024  # a burst of connects (a scraper fleet, an attack) queues instead of SYN retries
+STOP_GRACE_S = 0.5  # a probe in flight at stop() may finish within this, then it is cut
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-JSON_TYPE = "application/json"
-_DRAIN_LIMIT = 64 * 1024
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class _ClientErrorsInOneLine(logging.Filter):
+    """aiohttp logs each unparsable request at ERROR with a traceback. That is the client's
+    mistake, not ours, and a hostile client must not fill the journal: one DEBUG line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        said = record.getMessage()
+        record.msg, record.args = "health gateway: %s: %s", (said, " ".join(str(error).split()))
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        return _http_log.isEnabledFor(logging.DEBUG)
+
+
+# aiohttp's server log for our gateway, under our name; the filter is configuration, set once.
+_http_log = log.getChild("http")
+_http_log.addFilter(_ClientErrorsInOneLine())
 
 
 @dataclass(frozen=True)
@@ -54,41 +79,14 @@ def cooling_models(book: CooldownBook) -> dict[str, dict[str, object]]:
     }
 
 
-@dataclass(frozen=True)
-class _Response:
-    status: HTTPStatus
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    extra: tuple[tuple[str, str], ...] = ()
-
-    def encode(self) -> bytes:
-        head = [
-            f"HTTP/1.1 {self.status.value} {self.status.phrase}",
-            f"Content-Type: {self.content_type}",
-            f"Content-Length: {len(self.body)}",
-            "Cache-Control: no-store",
-            "Connection: close",
-            *(f"{name}: {value}" for name, value in self.extra),
-        ]
-        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + self.body
-
-
-def _json(status: HTTPStatus, payload: object) -> _Response:
-    body = json.dumps(payload, separators=(",", ":"), default=str).encode()
-    return _Response(status, body, JSON_TYPE)
-
-
-def _plain(status: HTTPStatus, *extra: tuple[str, str]) -> _Response:
-    return _Response(status, f"{status.phrase}\n".encode(), extra=extra)
-
-
 class HealthGateway:
     """Serves health and metrics on ``host:port``; ``port=0`` picks a free port.
 
     ``health`` builds a fresh HealthReport per /readyz request; ``metrics`` renders the
     Prometheus page per /metrics request. Both run on the event loop, so /healthz
-    answering at all proves the loop is not wedged. ``read_timeout`` bounds both reading
-    the request head and building the report: a stuck probe reads as 503, not a hang.
+    answering at all proves the loop is not wedged. ``read_timeout`` bounds reading a
+    request head, an idle kept-alive connection and building the report: a stuck probe
+    reads as 503, not a hang.
     """
 
     def __init__(
@@ -105,106 +103,75 @@ class HealthGateway:
         self._health = health
         self._metrics = metrics
         self._read_timeout = read_timeout
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
 
     @property
     def port(self) -> int:
         """The bound port (the real one when 0 was asked for)."""
-        if self._server is None or not self._server.sockets:
+        if self._runner is None or not self._runner.addresses:
             return self._requested_port
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._runner.addresses[0][1])
 
     async def start(self) -> None:
         """Returns once the socket listens, so a probe right after start() is answered."""
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self._requested_port, limit=MAX_HEAD
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics_page)
+        runner = web.AppRunner(
+            app,
+            shutdown_timeout=STOP_GRACE_S,
+            access_log=None,  # a scrape every few seconds is not worth a log line
+            logger=_http_log,
+            handler_cancellation=True,  # a client that hangs up stops its handler
+            keepalive_timeout=self._read_timeout,
+            lingering_time=self._read_timeout,
+            max_line_size=MAX_HEAD,
+            max_field_size=MAX_HEAD,
+            max_headers=MAX_HEADERS,
         )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self._requested_port, backlog=BACKLOG).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
         log.info("health gateway listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
         """Stops listening and drops connections still in flight (at most a few probes)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await server.wait_closed()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"}, headers=_NO_STORE)
+
+    async def _metrics_page(self, request: web.Request) -> web.Response:
         try:
-            response = await self._respond(reader)
-            if response is not None:
-                writer.write(response.encode())
-                await writer.drain()
-                await self._linger(reader, writer)
-        except (ConnectionError, TimeoutError):
-            pass  # the client went away or stalled; nothing to tell it
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-            if task is not None:
-                self._connections.discard(task)
+            page = self._metrics()
+        except Exception:
+            log.exception("rendering /metrics failed")
+            return web.Response(status=500, text="Internal Server Error\n", headers=_NO_STORE)
+        return web.Response(body=page.encode(), headers={"Content-Type": METRICS_TYPE, **_NO_STORE})
 
-    async def _respond(self, reader: asyncio.StreamReader) -> _Response | None:
-        """None means: drop the connection without a word (the client sent nothing usable)."""
-        try:
-            async with asyncio.timeout(self._read_timeout):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except TimeoutError:
-            log.debug("health gateway: client sent no request within %.1fs", self._read_timeout)
-            return None
-        except asyncio.IncompleteReadError:
-            return None
-        except asyncio.LimitOverrunError:
-            return _plain(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return _plain(HTTPStatus.BAD_REQUEST)
-        method, target = parts[0], parts[1].split("?", 1)[0]
-        log.debug("health gateway: %s %s", method, target)
-        if target not in ("/healthz", "/readyz", "/metrics"):
-            return _plain(HTTPStatus.NOT_FOUND)
-        if method != "GET":
-            return _plain(HTTPStatus.METHOD_NOT_ALLOWED, ("Allow", "GET"))
-        return await self._route(target)
-
-    async def _route(self, target: str) -> _Response:
-        if target == "/healthz":
-            return _json(HTTPStatus.OK, {"status": "ok"})
-        if target == "/metrics":
-            try:
-                page = self._metrics()
-            except Exception:
-                log.exception("rendering /metrics failed")
-                return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
-            return _Response(HTTPStatus.OK, page.encode(), METRICS_TYPE)
+    async def _readyz(self, request: web.Request) -> web.Response:
         try:
             async with asyncio.timeout(self._read_timeout):
                 report = await self._health()
         except Exception:  # a broken probe reads as not ready, never as a crash
             log.exception("building the /readyz report failed")
-            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "error": "no report"})
-        status = HTTPStatus.OK if report.ready else HTTPStatus.SERVICE_UNAVAILABLE
-        return _json(status, report.to_json())
+            return web.json_response(
+                {"ready": False, "error": "no report"}, status=503, headers=_NO_STORE
+            )
+        return web.json_response(
+            report.to_json(),
+            status=200 if report.ready else 503,
+            headers=_NO_STORE,
+            dumps=_compact_json,
+        )
 
-    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Half-close, then read what the client still sends until it closes (bounded).
 
-        Closing a socket with unread input makes the kernel send a reset, which can destroy
-        the response before the client reads it (an oversized head, a POST body).
-        """
-        if writer.can_write_eof():
-            writer.write_eof()
-        with contextlib.suppress(TimeoutError, ConnectionError, asyncio.LimitOverrunError):
-            async with asyncio.timeout(self._read_timeout):
-                drained = 0
-                while drained < _DRAIN_LIMIT and (chunk := await reader.read(MAX_HEAD)):
-                    drained += len(chunk)
+def _compact_json(payload: object) -> str:
+    return json.dumps(payload, separators=(",", ":"), default=str)

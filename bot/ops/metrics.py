@@ -1,223 +1,22 @@
-"""A tiny Prometheus registry (text format 0.0.4) and the bridge's own metrics.
+"""The bridge's Prometheus metrics, on a prometheus_client registry of its own.
 
-prometheus_client is not a runtime dependency: the bridge needs a dozen series on one
-loopback endpoint, which is a page of formatting. Metrics are mutated only from the
-event loop thread, so there are no locks.
+Each BridgeMetrics owns one CollectorRegistry, never the library's global default, so two
+Apps in one process (tests, benches) count apart. Metrics are mutated only from the event
+loop thread.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 
 import bot.errors as err
 
 log = logging.getLogger(__name__)
-
-_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-Sample = tuple[str, Mapping[str, str], float]
-C = TypeVar("C")
-M = TypeVar("M", bound="Metric[Any]")
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-class Metric(Generic[C]):
-    """One family; its children are keyed by label values and rendered in first-seen order."""
-
-    kind = "untyped"
-
-    def __init__(self, name: str, help: str, labelnames: Sequence[str] = ()) -> None:
-        bad = [n for n in labelnames if not _LABEL.match(n) or n.startswith("__") or n == "le"]
-        if not _NAME.match(name) or bad:
-            raise ValueError(f"invalid metric name {name!r} or label names {bad}")
-        self.name, self.help, self.labelnames = name, help, tuple(labelnames)
-        self._children: dict[tuple[str, ...], C] = {}
-        if not self.labelnames:  # an unlabelled series exists (as 0) from the start
-            self.labels()
-
-    def _new_child(self) -> C:
-        raise NotImplementedError
-
-    def labels(self, **values: object) -> C:
-        """The child for exactly these label values, created on first use."""
-        if set(values) != set(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {tuple(values)}")
-        key = tuple(str(values[label]) for label in self.labelnames)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._new_child()
-        return child
-
-    def children(self) -> Iterator[tuple[dict[str, str], C]]:
-        for key, child in list(self._children.items()):
-            yield dict(zip(self.labelnames, key, strict=True)), child
-
-    def samples(self) -> Iterable[Sample]:
-        raise NotImplementedError
-
-
-class CounterChild:
-    def __init__(self) -> None:
-        self.value = 0.0
-
-    def inc(self, n: float = 1) -> None:
-        """Counters only go up; a decrease would read as a process restart to Prometheus."""
-        if n < 0:
-            raise ValueError("a counter cannot decrease")
-        self.value += n
-
-
-class Counter(Metric[CounterChild]):
-    """Named in full (``…_total``), as the Go client writes 0.0.4 counters."""
-
-    kind = "counter"
-
-    def _new_child(self) -> CounterChild:
-        return CounterChild()
-
-    def inc(self, n: float = 1) -> None:
-        self.labels().inc(n)
-
-    def samples(self) -> Iterable[Sample]:
-        for labels, child in self.children():
-            yield self.name, labels, child.value
-
-
-class GaugeChild:
-    def __init__(self) -> None:
-        self.value = 0.0
-        self._function: Callable[[], float] | None = None
-
-    def set(self, value: float) -> None:
-        self._function = None
-        self.value = float(value)
-
-    def inc(self, n: float = 1) -> None:
-        self.value += n
-
-    def set_function(self, function: Callable[[], float]) -> None:
-        """Read at render time, so e.g. the inbox backlog is current without bookkeeping."""
-        self._function = function
-
-    def get(self) -> float:
-        if self._function is None:
-            return self.value
-        try:
-            return float(self._function())
-        except Exception:  # one broken probe must not take the whole page down
-            log.warning("gauge function failed", exc_info=True)
-            return math.nan
-
-
-class Gauge(Metric[GaugeChild]):
-    kind = "gauge"
-
-    def _new_child(self) -> GaugeChild:
-        return GaugeChild()
-
-    def set(self, value: float) -> None:
-        self.labels().set(value)
-
-    def set_function(self, function: Callable[[], float]) -> None:
-        self.labels().set_function(function)
-
-    def samples(self) -> Iterable[Sample]:
-        for labels, child in self.children():
-            yield self.name, labels, child.get()
-
-
-class HistogramChild:
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * len(bounds)  # per bucket, not cumulative: one add per observe
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.sum += seconds
-        for index, bound in enumerate(self.bounds):
-            if seconds <= bound:
-                self.counts[index] += 1
-                return
-
-
-class Histogram(Metric[HistogramChild]):
-    kind = "histogram"
-
-    def __init__(
-        self, name: str, help: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = ()
-    ) -> None:
-        self.bounds = (*sorted({float(b) for b in buckets} - {math.inf}), math.inf)
-        super().__init__(name, help, labelnames)
-
-    def _new_child(self) -> HistogramChild:
-        return HistogramChild(self.bounds)
-
-    def observe(self, seconds: float) -> None:
-        self.labels().observe(seconds)
-
-    def samples(self) -> Iterable[Sample]:
-        for labels, child in self.children():
-            cumulative = 0
-            for bound, count in zip(self.bounds, child.counts, strict=True):
-                cumulative += count
-                yield f"{self.name}_bucket", {**labels, "le": _number(bound)}, cumulative
-            yield f"{self.name}_sum", labels, child.sum
-            yield f"{self.name}_count", labels, cumulative
-
-
-class Registry:
-    """An ordered set of metric families rendered as one text exposition page."""
-
-    def __init__(self) -> None:
-        self._families: dict[str, Metric[Any]] = {}
-        self._before_render: list[Callable[[], None]] = []
-
-    def register(self, family: M) -> M:
-        if family.name in self._families:
-            raise ValueError(f"metric {family.name} registered twice")
-        self._families[family.name] = family
-        return family
-
-    def before_render(self, hook: Callable[[], None]) -> None:
-        """Runs ``hook`` before each render, to refresh values that live elsewhere."""
-        self._before_render.append(hook)
-
-    def render(self) -> str:
-        """Text format 0.0.4: ``# HELP`` and ``# TYPE`` per family, then its samples."""
-        for hook in self._before_render:
-            try:
-                hook()
-            except Exception:  # stale numbers beat a failed scrape
-                log.warning("metrics refresh hook failed", exc_info=True)
-        lines: list[str] = []
-        for family in self._families.values():
-            lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-            lines.append(f"# TYPE {family.name} {family.kind}")
-            for name, labels, value in family.samples():
-                pairs = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-                labelled = f"{name}{{{pairs}}}" if pairs else name
-                lines.append(f"{labelled} {_number(value)}")
-        return "\n".join(lines) + "\n"
-
 
 PREFIX = "persona_bridge_"
 TURN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -259,15 +58,38 @@ def outcome_of(error: BaseException | None) -> str:
     return "unavailable"
 
 
+class _WithoutCreated:
+    """A view of a registry without the ``*_created`` series prometheus_client adds.
+
+    The text format shows them as extra gauges (one per label set) that dashboards here
+    never query; dropping them keeps the page to the series named in the README.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._registry.collect():  # fresh Metric objects on every scrape
+            created = f"{family.name}_created"
+            family.samples = [s for s in family.samples if s.name != created]
+            yield family
+
+
 class BridgeMetrics:
-    """The bridge's metrics on one Registry; the names are what dashboards query."""
+    """The bridge's metrics on its own registry; the names are what dashboards query."""
 
     def __init__(self) -> None:
-        self.registry = Registry()
+        self.registry = CollectorRegistry()
+        self._page = _WithoutCreated(self.registry)
+        self._before_render: list[Callable[[], None]] = []
         self.messages_in = self._counter("messages_in_total", "Chat messages admitted.", "bot")
         self.messages_out = self._counter("messages_out_total", "Chat messages sent.", "bot")
-        self.turn_seconds = self.registry.register(
-            Histogram(f"{PREFIX}turn_seconds", "Wall time of one turn.", ["agent"], TURN_BUCKETS)
+        self.turn_seconds = Histogram(
+            f"{PREFIX}turn_seconds",
+            "Wall time of one turn.",
+            ["agent"],
+            buckets=TURN_BUCKETS,
+            registry=self.registry,
         )
         self.model_requests = self._counter(
             "model_requests_total", "Model requests by entry and outcome.", "model", "outcome"
@@ -288,10 +110,10 @@ class BridgeMetrics:
         )
 
     def _counter(self, name: str, help: str, *labels: str) -> Counter:
-        return self.registry.register(Counter(PREFIX + name, help, labels))
+        return Counter(PREFIX + name, help, labels, registry=self.registry)
 
     def _gauge(self, name: str, help: str, *labels: str) -> Gauge:
-        return self.registry.register(Gauge(PREFIX + name, help, labels))
+        return Gauge(PREFIX + name, help, labels, registry=self.registry)
 
     def model_request(self, model: str, error: BaseException | None = None) -> None:
         """Counts one request to ``model`` under the outcome label ``error`` maps to."""
@@ -306,14 +128,20 @@ class BridgeMetrics:
 
     def set_cooldowns(self, snapshot: Mapping[str, float]) -> None:
         """Mirrors ``CooldownBook.snapshot()``; a model seen before and now free reads 0."""
-        for labels, child in self.model_cooldown_seconds.children():
-            child.set(snapshot.get(labels["model"], 0.0))
-        for model, seconds in snapshot.items():
-            self.model_cooldown_seconds.labels(model=model).set(seconds)
+        gauge = self.model_cooldown_seconds
+        seen = {sample.labels["model"] for family in gauge.collect() for sample in family.samples}
+        for model in seen | set(snapshot):
+            gauge.labels(model=model).set(snapshot.get(model, 0.0))
 
     def track_cooldowns(self, snapshot: Callable[[], Mapping[str, float]]) -> None:
         """Refreshes the cooldown gauge from ``snapshot()`` (e.g. a book's) at every scrape."""
-        self.registry.before_render(lambda: self.set_cooldowns(snapshot()))
+        self._before_render.append(lambda: self.set_cooldowns(snapshot()))
 
     def render(self) -> str:
-        return self.registry.render()
+        """The page in text format 0.0.4, refreshed by the hooks first."""
+        for hook in self._before_render:
+            try:
+                hook()
+            except Exception:  # stale numbers beat a failed scrape
+                log.warning("metrics refresh hook failed", exc_info=True)
+        return generate_latest(self._page).decode()
