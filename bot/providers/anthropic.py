@@ -8,6 +8,10 @@ that translation; :meth:`AnthropicProvider._parse` maps the answer back.
 Message ``extras`` and tool-call ``extras`` are not sent: they hold other providers' fields
 (reasoning_content, thought_signature) that Anthropic would reject. For the same reason the
 response carries no ``extras``: they would travel to an OpenAI-compatible fallback verbatim.
+
+Requests are not streamed (so there is no ``message_stop`` to wait for); the answer is
+validated through :mod:`bot.providers.wire_values`, and ``stop_reason: "max_tokens"`` marks
+it ``truncated``.
 """
 
 from __future__ import annotations

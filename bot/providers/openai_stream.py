@@ -49,7 +49,7 @@ class StreamAssembler:
             self.done = True
             return
         if self.done:
-            raise ValueError("data after [DONE]")
+            return  # nothing after the terminator is part of the answer
         try:
             chunk = json.loads(payload)
         except RecursionError as exc:  # absurdly deep nesting
