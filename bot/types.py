@@ -67,10 +67,15 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class ChatResponse:
-    """A model's answer; ``model_name`` is the model_list entry that produced it."""
+    """A model's answer; ``model_name`` is the model_list entry that produced it.
+
+    ``truncated``: the model stopped at its output token limit (OpenAI ``finish_reason:
+    "length"``, Anthropic ``stop_reason: "max_tokens"``), so the text is not the whole answer.
+    """
 
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage = field(default_factory=Usage)
     model_name: str = ""
     extras: JSONObject = field(default_factory=dict, compare=False)
+    truncated: bool = False

@@ -7,9 +7,19 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from bot.agents.turn import TRUNCATED_NOTE
 from bot.sessions.compaction import INSTRUCTIONS, summary_cut
 from bot.sessions.store import StoredMessage
-from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Fault, RecordedRequest, Reply, Slow
+from bot.testing import (
+    BridgeProcess,
+    FakeLLM,
+    FakeTelegram,
+    Fault,
+    RecordedRequest,
+    Reply,
+    Slow,
+    Truncated,
+)
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
 from bot.types import ChatMessage, ToolCall, Usage
@@ -171,4 +181,59 @@ async def test_context_window_error_compacts_and_retries_the_turn(
         r for r in fake_llm.requests_for("alice-model") if r.last_user_text == "This one overflows."
     ]
     assert len(overflowed) == 2
-    assert prompt_chars(overflowed[1]) <= prompt_chars(overflowed[0])
+    # The history fit the configured window many times over: the retry must still be smaller,
+    # not the same request again.
+    assert prompt_chars(overflowed[1]) < prompt_chars(overflowed[0])
+    assert len(overflowed[1].body["messages"]) < len(overflowed[0].body["messages"])
+    assert overflowed[1].last_user_text == "This one overflows."
+
+
+CONTEXT_FAULT = Fault(
+    400, "This model's maximum context length is 128 tokens", code="context_length_exceeded"
+)
+
+
+async def test_context_window_error_with_nothing_to_drop_gives_up_at_once(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script("alice-model", CONTEXT_FAULT)
+    bridge = await start_bridge(tmp_path, fake_telegram, fake_llm)
+    reply = await turn(fake_telegram, 1, "The very first message is already too long.")
+    assert await bridge.stop() == 0
+    assert reply == "The model could not answer this message; try rephrasing it."
+    assert len(fake_llm.requests_for("alice-model")) == 1  # no byte-identical retry
+    assert "exceeded by the current message alone" in bridge.logs()
+
+
+async def test_a_summary_cut_at_the_length_limit_is_never_saved(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    healthy = False
+
+    def summariser(request: RecordedRequest) -> Reply | Truncated:
+        if healthy:
+            return faithful_summary(request)
+        return Truncated("Earlier: the user chatted; codeword=OTTER7 and then")
+
+    fake_llm.set_default(SUMMARY_MODEL, summariser)
+    bridge = await start_bridge(tmp_path, fake_telegram, fake_llm)
+    await turn(fake_telegram, 1, "codeword=OTTER7 is the one.")
+    for n in range(2, 13):
+        await turn(fake_telegram, n, f"Turn {n} with a long tail of words to grow the context.")
+    cut = await fake_llm.wait_for_requests(1, model=SUMMARY_MODEL, timeout=30)
+    await bridge.wait_for_log("the summary was cut at the length limit")
+    with sqlite3.connect(tmp_path / "sessions.db") as db:
+        [(summaries,)] = db.execute("SELECT count(*) FROM summaries")
+    assert summaries == 0
+    assert all(
+        "Summary of the earlier" not in r.system for r in fake_llm.requests if not is_compaction(r)
+    )
+
+    healthy = True  # retried later, and then committed
+    await fake_llm.wait_for_requests(len(cut) + 1, model=SUMMARY_MODEL, timeout=30)
+    await bridge.wait_for_log(r"compaction session=\d+ summarised")
+    assert await bridge.stop() == 0
+    with sqlite3.connect(tmp_path / "sessions.db") as db:
+        texts = [row[0] for row in db.execute("SELECT text FROM summaries")]
+    assert texts
+    assert all(not t.endswith("and then") and TRUNCATED_NOTE not in t for t in texts)

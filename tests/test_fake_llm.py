@@ -16,11 +16,14 @@ from bot.testing.fake_llm import (
     EmptyChoices,
     FakeLLM,
     Fault,
+    GarbageUsage,
     Hang,
     Malformed,
     RecordedRequest,
     Reply,
     ToolCall,
+    Truncated,
+    Unterminated,
 )
 
 OPENAI_KEY = "sk-openai-secret-123"
@@ -397,6 +400,48 @@ async def test_anthropic_stream_reassembles(llm: FakeLLM, client: httpx.AsyncCli
     assert json.loads(partial) == {"city": "Oslo", "days": 3}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
     assert events[-2][1]["usage"]["output_tokens"] > 0
+
+
+# -- hostile answers --------------------------------------------------------------------------
+
+
+async def test_garbage_usage_is_written_verbatim(llm: FakeLLM, client: httpx.AsyncClient) -> None:
+    llm.script(None, GarbageUsage("1e999"), GarbageUsage('"lots"', "fixed"))
+    plain = await chat(client, llm, openai_body("m", "hi"))
+    assert '"prompt_tokens": 1e999' in plain.text
+    assert await text_of(plain) == "[model=m] [system=] hi"  # empty text: the echo
+    anthropic = await messages(client, llm, anthropic_body("c", "hi"))
+    assert anthropic.json()["usage"] == {"input_tokens": "lots", "output_tokens": "lots"}
+    assert await text_of(anthropic) == "fixed"
+    llm.script(None, GarbageUsage("-5", "x"))
+    body = openai_body("m", "q", stream=True, stream_options={"include_usage": True})
+    chunks = [json.loads(p) for p in sse_data((await chat(client, llm, body)).text)[:-1]]
+    assert chunks[-1]["usage"]["completion_tokens"] == -5
+
+
+async def test_truncated_in_each_shape(llm: FakeLLM, client: httpx.AsyncClient) -> None:
+    llm.script(None, Truncated("cut"), Truncated("cut"), Truncated("cut"))
+    plain = (await chat(client, llm, openai_body("m", "q"))).json()
+    assert plain["choices"][0]["finish_reason"] == "length"
+    assert (await messages(client, llm, anthropic_body("c", "q"))).json()["stop_reason"] == (
+        "max_tokens"
+    )
+    streamed = await messages(client, llm, anthropic_body("c", "q", stream=True))
+    assert sse_events(streamed.text)[-2][1]["delta"]["stop_reason"] == "max_tokens"
+
+
+async def test_unterminated_streams_and_bodies(llm: FakeLLM, client: httpx.AsyncClient) -> None:
+    llm.script(None, *[Unterminated("half of it")] * 3)
+    openai_stream = await chat(client, llm, openai_body("m", "q", stream=True))
+    payloads = sse_data(openai_stream.text)
+    assert "[DONE]" not in payloads
+    pieces = [json.loads(p)["choices"][0]["delta"].get("content") or "" for p in payloads]
+    assert "".join(pieces) == "half of it"
+    anthropic = await messages(client, llm, anthropic_body("c", "q", stream=True))
+    assert [n for n, _ in sse_events(anthropic.text)][-1] == "message_delta"
+    plain = await chat(client, llm, openai_body("m", "q"))
+    with pytest.raises(json.JSONDecodeError):
+        plain.json()
 
 
 # -- faults -----------------------------------------------------------------------------------

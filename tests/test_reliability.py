@@ -18,11 +18,13 @@ from bot.testing import (
     FakeLLM,
     FakeTelegram,
     Fault,
+    GarbageUsage,
     Hang,
     Malformed,
     RecordedRequest,
     Reply,
     Slow,
+    Truncated,
 )
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
@@ -124,6 +126,11 @@ FAULTS: dict[str, Any] = {
     "hang": Hang(),
     "malformed": Malformed(),
     "empty": EmptyChoices(),
+    # A reply with an answer and tool_calls that is not a list: garbage, not "hi".
+    "wrong-types": Malformed(
+        json.dumps({"choices": [{"message": {"content": "hi", "tool_calls": "oops"}}]})
+    ),
+    "deep-nesting": Malformed("[" * 100_000 + "]" * 100_000),
     "refused": None,  # connection refused: the entry points at a closed port
 }
 
@@ -184,6 +191,99 @@ async def test_fault_matrix_every_llm_fault_on_primary_and_on_fallback(
         assert replies[chat_id].startswith(f"[model={answering}]"), (fault, position)
         if position == "fallback":
             assert fake_llm.requests_for(f"f-{fault}-{position}") == []
+
+
+def add_agent(config: dict[str, Any], chat: int, chain: list[str], api_base: str) -> None:
+    """An agent on its own ``chain`` of new entries, bound to ``chat`` of telegram-alice."""
+    for name in chain:
+        entry = {"model_name": name, "model": f"openai/{name}", "api_base": api_base}
+        config["model_list"].append(entry)
+    config["agents"]["list"].append(
+        {
+            "id": f"a{chat}",
+            "persona": f"Agent {chat}.",
+            "model": {"primary": chain[0], "fallbacks": chain[1:]},
+        }
+    )
+    binding = {"agent_id": f"a{chat}", "match": {"channel": "telegram-alice", "chat_id": str(chat)}}
+    config["bindings"].insert(0, binding)
+
+
+GARBAGE_USAGE = [
+    '"lots"',
+    '{"n": 1}',
+    "1e999",
+    "NaN",
+    "-5",
+    "true",
+    "123456789012345678901234567890",
+]
+
+
+async def test_garbage_usage_never_crashes_a_turn_and_the_answer_is_kept(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    plan = BOTS[0]
+    config = config_for(fake_telegram, fake_llm, [plan])
+    for chat, value in enumerate(GARBAGE_USAGE, start=1):
+        add_agent(config, chat, [f"usage-{chat}", f"backup-{chat}"], fake_llm.openai_base)
+        fake_llm.set_default(f"usage-{chat}", GarbageUsage(value, f"answer {chat}"))
+    bridge = BridgeProcess.write(tmp_path, config)
+    await started(bridge, fake_telegram, [plan])
+    for chat in range(1, len(GARBAGE_USAGE) + 1):
+        fake_telegram.inject_message(plan.token, chat_id=chat, text="hello")
+    for chat in range(1, len(GARBAGE_USAGE) + 1):
+        [reply] = await fake_telegram.wait_for_sent(plan.token, 1, chat_id=chat, timeout=30)
+        assert reply.text == f"answer {chat}"  # the model's own answer: no failover
+    assert await bridge.stop() == 0
+    # A restart replays nothing and the same chats still work.
+    await started(bridge, fake_telegram, [plan])
+    fake_telegram.inject_message(plan.token, chat_id=3, text="again")
+    await fake_telegram.wait_for_sent(plan.token, 2, chat_id=3, timeout=30)
+    assert await bridge.stop() == 0
+    assert "Traceback" not in bridge.logs()
+    assert "unusable token usage" in bridge.logs()
+    assert all(fake_llm.requests_for(f"backup-{c}") == [] for c in range(1, 8))
+    with sqlite3.connect(tmp_path / "sessions.db") as db:
+        usage = db.execute(
+            "SELECT prompt_tokens, completion_tokens FROM messages WHERE role = 'assistant'"
+        ).fetchall()
+    assert len(usage) == len(GARBAGE_USAGE) + 1
+    assert set(usage) == {(0, 0)}
+
+
+async def test_a_chain_longer_than_four_is_tried_to_its_end(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    plan = BOTS[0]
+    config = config_for(fake_telegram, fake_llm, [plan])
+    chain = [f"link-{i}" for i in range(6)]
+    add_agent(config, 1, chain, fake_llm.openai_base)
+    for name in chain[:-1]:
+        fake_llm.set_default(name, Fault(500))
+    bridge = BridgeProcess.write(tmp_path, config)
+    await started(bridge, fake_telegram, [plan])
+    fake_telegram.inject_message(plan.token, chat_id=1, text="anyone there?")
+    [reply] = await fake_telegram.wait_for_sent(plan.token, 1, chat_id=1, timeout=30)
+    assert await bridge.stop() == 0
+    assert reply.text == "[model=link-5] [system=Agent 1.] anyone there?"
+    assert [r.model for r in fake_llm.requests] == chain
+
+
+async def test_an_answer_cut_at_the_length_limit_says_so(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    plan = BOTS[0]
+    fake_llm.set_default(None, Truncated("The three steps are: first, open the"))
+    bridge = BridgeProcess.write(tmp_path, config_for(fake_telegram, fake_llm, [plan]))
+    await started(bridge, fake_telegram, [plan])
+    fake_telegram.inject_message(plan.token, chat_id=1, text="how?")
+    [reply] = await fake_telegram.wait_for_sent(plan.token, 1, chat_id=1, timeout=30)
+    assert await bridge.stop() == 0
+    assert reply.text == (
+        "The three steps are: first, open the\n\n(cut short: the model reached its length limit)"
+    )
+    assert "<i>(cut short" in reply.raw["text"]  # shown in italics
 
 
 async def test_telegram_says_too_long_and_the_reply_still_arrives(

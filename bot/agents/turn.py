@@ -8,6 +8,7 @@ that was said and ``/status`` can say which model answered. The tool loop is bou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -18,11 +19,19 @@ from bot.errors import ContextWindowExceeded
 from bot.providers.fallback import FallbackChain
 from bot.routing import Route
 from bot.sessions.compaction import CompactionWorker
-from bot.sessions.context import build_context, message_tokens, unsummarised_tokens
+from bot.sessions.context import (
+    ContextWindow,
+    build_context,
+    message_tokens,
+    unsummarised_tokens,
+)
 from bot.sessions.store import SessionKey, SessionStore
 from bot.types import ChatMessage, ChatRequest, ChatResponse
 
 log = logging.getLogger(__name__)
+
+# Appended to an answer the model cut short at its output token limit.
+TRUNCATED_NOTE = "_(cut short: the model reached its length limit)_"
 
 
 @dataclass(frozen=True)
@@ -128,21 +137,38 @@ class TurnRunner:
 
     async def _ask(self, agent: Agent, session_id: int) -> tuple[ChatResponse, int]:
         """The model's answer, and the size of the unsummarised history it was built from."""
-        budget = self._settings.context_window_tokens
+        first, history_tokens = await self._context(
+            agent, session_id, self._settings.context_window_tokens
+        )
         try:
-            return await self._request(agent, session_id, budget)
+            response = await self._request(agent, first)
         except ContextWindowExceeded:
-            # The model's window is smaller than our estimate said: compact in the
-            # background and retry once with half the context.
+            # The model's window is smaller than our estimate said: compact in the background
+            # and retry once with half of what was sent. Resending the same request would only
+            # fail again, so without older turns left to drop the turn gives up.
             self._compaction.request(session_id)
+            retry, _ = await self._context(agent, session_id, first.tokens // 2)
+            if len(retry.messages) >= len(first.messages):
+                log.warning(
+                    "agent %s: context window exceeded by the current message alone", agent.id
+                )
+                raise
             log.warning(
-                "agent %s: context window exceeded; retrying with a smaller context", agent.id
+                "agent %s: context window exceeded; retrying with %d of %d messages",
+                agent.id,
+                len(retry.messages),
+                len(first.messages),
             )
-            return await self._request(agent, session_id, budget // 2)
+            response = await self._request(agent, retry)
+        if response.truncated and not response.tool_calls:
+            log.warning("agent %s: model %s hit its length limit", agent.id, response.model_name)
+            response = dataclasses.replace(response, text=mark_truncated(response.text))
+        return response, history_tokens
 
-    async def _request(
+    async def _context(
         self, agent: Agent, session_id: int, budget: int
-    ) -> tuple[ChatResponse, int]:
+    ) -> tuple[ContextWindow, int]:
+        """The window that fits ``budget``, and the size of the unsummarised history."""
         summary = await self._store.latest_summary(session_id)
         after = summary.covers_up_to if summary else 0
         history = await self._store.messages(session_id, after_id=after)
@@ -154,8 +180,18 @@ class TurnRunner:
                 session_id,
                 window.dropped,
             )
-        response = await self._chain.chat(
+        return window, unsummarised_tokens(history)
+
+    async def _request(self, agent: Agent, window: ContextWindow) -> ChatResponse:
+        return await self._chain.chat(
             agent.chain,
             ChatRequest(system=window.system, messages=window.messages, tools=self._tools.specs()),
         )
-        return response, unsummarised_tokens(history)
+
+
+def mark_truncated(text: str) -> str:
+    """``text`` with a note that it is not the whole answer; a code block the cut left open
+    is closed first, so the note is not shown as code."""
+    if text.count("```") % 2:
+        text += "\n```"
+    return f"{text}\n\n{TRUNCATED_NOTE}"

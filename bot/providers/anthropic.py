@@ -8,6 +8,10 @@ that translation; :meth:`AnthropicProvider._parse` maps the answer back.
 Message ``extras`` and tool-call ``extras`` are not sent: they hold other providers' fields
 (reasoning_content, thought_signature) that Anthropic would reject. For the same reason the
 response carries no ``extras``: they would travel to an OpenAI-compatible fallback verbatim.
+
+Requests are not streamed (so there is no ``message_stop`` to wait for); the answer is
+validated through :mod:`bot.providers.wire_values`, and ``stop_reason: "max_tokens"`` marks
+it ``truncated``.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from bot.errors import InvalidResponse
+from bot.providers import wire_values
 from bot.providers.http_base import HttpProvider
-from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall, Usage
+from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; a request that sets none gets this.
@@ -68,28 +73,32 @@ class AnthropicProvider(HttpProvider):
         content = data.get("content")
         if not isinstance(content, list):
             raise InvalidResponse("answer has no content list", model_name=name)
-        blocks = [b for b in content if isinstance(b, dict)]
+        if not all(isinstance(b, dict) for b in content):
+            raise InvalidResponse("a content block is not an object", model_name=name)
+        texts = [b.get("text") for b in content if b.get("type") == "text"]
+        if not all(isinstance(t, str) for t in texts):
+            raise InvalidResponse("a text block's text is not text", model_name=name)
         # Text blocks are consecutive pieces of one answer (split e.g. around citations), so
         # they are joined without a separator. Thinking and other block kinds are skipped.
-        text = "".join(
-            b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str)
-        )
-        calls = tuple(_tool_call(b) for b in blocks if b.get("type") == "tool_use")
+        text = "".join(t for t in texts if isinstance(t, str))
+        calls = tuple(_tool_call(b, name) for b in content if b.get("type") == "tool_use")
         if not text.strip() and not calls:
             raise InvalidResponse("answer is empty", model_name=name)
-        usage = data.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
+        stop = wire_values.stop_reason(data.get("stop_reason"), "stop_reason", name)
         # input_tokens excludes cache reads/writes; add them so prompt_tokens means the whole
         # prompt, as it does for OpenAI-compatible providers.
-        prompt = sum(
-            _count(usage.get(k))
-            for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        usage = wire_values.usage(
+            data.get("usage"),
+            ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"),
+            "output_tokens",
+            name,
         )
         return ChatResponse(
             text=text,
             tool_calls=calls,
-            usage=Usage(prompt_tokens=prompt, completion_tokens=_count(usage.get("output_tokens"))),
+            usage=usage,
             model_name=name,
+            truncated=stop == "max_tokens",
         )
 
 
@@ -142,18 +151,16 @@ def _blocks(message: ChatMessage) -> list[JSONObject]:
     return blocks
 
 
-def _tool_call(block: dict[str, Any]) -> ToolCall:
-    name = str(block.get("name") or "")
+def _tool_call(block: dict[str, Any], model_name: str) -> ToolCall:
+    name = block.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidResponse("a tool_use block has no name", model_name=model_name)
+    call_id = wire_values.text_or_none(block.get("id"), "a tool_use id", model_name)
     raw = block.get("input")
     arguments: JSONObject = raw if isinstance(raw, dict) else {}
     return ToolCall(
-        id=str(block.get("id") or f"toolu_{name or 'tool'}"),
+        id=call_id or f"toolu_{name}",
         name=name,
         arguments=arguments,
         arguments_error=None if isinstance(raw, dict) else "arguments are not a JSON object",
     )
-
-
-def _count(value: Any) -> int:
-    """A token count, or 0 for anything that is not a plain non-negative integer."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -53,6 +53,7 @@ from typing import Any
 
 from bot.config.schema import ModelEntry
 from bot.errors import InvalidResponse, ProviderError, ProviderUnavailable
+from bot.providers import wire_values
 from bot.providers.base import Provider
 from bot.providers.text_tools import parse_tool_calls
 from bot.redaction import Redactor
@@ -121,8 +122,7 @@ class CliFlavour:
 
 def _parse_claude(stdout: str) -> CliOutput:
     data = _json_object(stdout)
-    result = data.get("result")
-    text = result if isinstance(result, str) else ""
+    text = _text(data.get("result"))
     if data.get("is_error"):
         return CliOutput(text, error=text or str(data.get("subtype") or "is_error"))
     usage = _dict(data.get("usage"))
@@ -144,7 +144,7 @@ def _parse_gemini(stdout: str) -> CliOutput:
     usage = Usage(
         sum(_int(t.get("prompt")) for t in tokens), sum(_int(t.get("candidates")) for t in tokens)
     )
-    return CliOutput(response if isinstance(response, str) else "", usage)
+    return CliOutput(_text(response), usage)
 
 
 def _parse_codex(stdout: str) -> CliOutput:
@@ -159,9 +159,9 @@ def _parse_codex(stdout: str) -> CliOutput:
         saw_json = True
         item, msg = _dict(event.get("item")), _dict(event.get("msg"))
         if event.get("type") == "item.completed" and item.get("type") == "agent_message":
-            text = str(item.get("text") or "")
+            text = _text(item.get("text"))
         elif msg.get("type") == "agent_message":
-            text = str(msg.get("message") or "")
+            text = _text(msg.get("message"))
         elif event.get("type") == "turn.completed":
             used = _dict(event.get("usage"))
             usage = Usage(_int(used.get("input_tokens")), _int(used.get("output_tokens")))
@@ -377,9 +377,17 @@ def _tail(text: str) -> str:
     return text if len(text) <= TAIL_CHARS else "…" + text[-TAIL_CHARS:]
 
 
+def _text(value: Any) -> str:
+    """An answer field: text or absent; anything else means we misread the output."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    raise ValueError("the answer field is not text")
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A token count; anything unusable (see ``wire_values.token_count``) counts 0."""
+    return wire_values.token_count(value) or 0

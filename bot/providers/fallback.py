@@ -2,8 +2,13 @@
 
 - A failover-class error (``ProviderError.failover``) puts the entry on cooldown in the
   shared ``CooldownBook`` and moves on; any other error ends the turn at once.
+- Every entry of the chain is tried at most once per turn, however long the chain: attempts
+  are bounded by the chain's length (duplicates count once), never cut short silently.
 - A candidate still cooling is skipped without a request; when every candidate is cooling,
   the one that comes back soonest is tried once.
+- A provider that fails with anything but a ``ProviderError`` has a bug; the failure is
+  logged with its traceback and treated as ``InvalidResponse``, so the turn fails over
+  instead of crashing (and re-crashing on every replay of the update).
 - Once streamed text reached the user, no other model is tried: the reply would be stitched
   from two models.
 """
@@ -16,14 +21,19 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from bot.config.schema import ChainSpec
-from bot.errors import AllModelsFailed, ProviderAuthError, ProviderError
+from bot.errors import (
+    AllModelsFailed,
+    InvalidResponse,
+    PersonaBridgeError,
+    ProviderAuthError,
+    ProviderError,
+)
+from bot.providers.base import Provider
 from bot.providers.cooldown import CooldownBook
 from bot.providers.dispatcher import ProviderDispatcher
 from bot.types import ChatRequest, ChatResponse
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 4
 
 
 class CoolingDown(ProviderError):
@@ -46,12 +56,12 @@ class FallbackChain:
         dispatcher: ProviderDispatcher,
         cooldowns: CooldownBook | None = None,
         *,
-        max_attempts: int = MAX_ATTEMPTS,
+        max_attempts: int | None = None,
         observer: ChainObserver | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.cooldowns = cooldowns or CooldownBook()
-        self._max_attempts = max_attempts
+        self._max_attempts = max_attempts  # None: the whole chain
         self._observer = observer
 
     async def chat(self, chain: ChainSpec, request: ChatRequest) -> ChatResponse:
@@ -78,7 +88,7 @@ class FallbackChain:
             previous = name
             provider = await self.dispatcher.get(name)
             try:
-                response = await provider.chat(request)
+                response = await _guarded_chat(provider, request, name)
             except ProviderError as exc:
                 exc.model_name = exc.model_name or name
                 if self._observer is not None:
@@ -99,8 +109,9 @@ class FallbackChain:
 
     def _order(self, chain: ChainSpec, reasons: list[ProviderError]) -> list[str]:
         """Candidates to ask, in chain order; cooling ones are skipped (and noted)."""
-        ready = [name for name in chain.names if self.cooldowns.remaining(name) == 0]
-        for name in chain.names:
+        names = list(dict.fromkeys(chain.names))  # an entry listed twice is tried once
+        ready = [name for name in names if self.cooldowns.remaining(name) == 0]
+        for name in names:
             if name not in ready:
                 left = self.cooldowns.remaining(name)
                 skipped = CoolingDown(
@@ -131,6 +142,19 @@ class FallbackChain:
     def _soonest(self, chain: ChainSpec) -> float | None:
         waits = [self.cooldowns.remaining(name) for name in chain.names]
         return min(waits) if waits else None
+
+
+async def _guarded_chat(provider: Provider, request: ChatRequest, name: str) -> ChatResponse:
+    """``provider.chat``, with a provider bug translated into a failover-class error."""
+    try:
+        return await provider.chat(request)
+    except PersonaBridgeError:  # ProviderError, or a channel error from a stream sink
+        raise
+    except Exception as exc:
+        log.exception("model %s: the provider failed unexpectedly", name)
+        raise InvalidResponse(
+            f"provider failed unexpectedly ({type(exc).__name__})", model_name=name
+        ) from exc
 
 
 class RoleChains:

@@ -90,7 +90,7 @@ def parse_json(response: httpx.Response, model_name: str) -> dict[str, object]:
     """The body as a JSON object, or ``InvalidResponse`` saying why not."""
     try:
         data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # nesting too deep
         raise InvalidResponse("answer is not JSON", model_name=model_name) from None
     if not isinstance(data, dict):
         raise InvalidResponse("answer is not a JSON object", model_name=model_name)
@@ -101,7 +101,7 @@ def _error_message(response: httpx.Response, redactor: Redactor) -> str:
     """The body's error text, redacted *before* it is cut: a cut key would escape masking."""
     try:
         data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return ""
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):

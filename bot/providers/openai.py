@@ -7,11 +7,12 @@ from typing import Any
 
 import httpx
 
-from bot.errors import InvalidResponse
-from bot.providers import http_errors
+from bot.errors import InvalidResponse, ProviderUnavailable
+from bot.providers import http_errors, wire_values
 from bot.providers.http_base import HttpProvider
-from bot.providers.openai_stream import StreamAssembler, as_object
-from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall, Usage
+from bot.providers.openai_stream import StreamAssembler
+from bot.providers.wire_values import as_object
+from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall
 
 # Fields some servers add and expect back, but strict OpenAI-compatible servers reject.
 NON_STANDARD_FIELDS = ("reasoning_content", "extra_content", "thought_signature")
@@ -47,11 +48,14 @@ class OpenAIProvider(HttpProvider):
                 async for line in response.aiter_lines():
                     await assembler.feed(line)
             except ValueError as exc:
-                raise InvalidResponse("stream chunk is not JSON", model_name=name) from exc
+                raise InvalidResponse(f"unusable stream chunk ({exc})", model_name=name) from exc
+        if not assembler.done:
+            # Cut off (proxy timeout, dropped connection): what arrived may be any prefix.
+            raise ProviderUnavailable("stream ended without [DONE]", model_name=name)
         if assembler.chunks == 0:
             raise InvalidResponse("stream carried no chunks", model_name=name)
-        data = {"choices": [{"message": assembler.message()}], "usage": assembler.usage}
-        return self._parse(data)
+        choice = {"message": assembler.message(), "finish_reason": assembler.finish_reason}
+        return self._parse({"choices": [choice], "usage": assembler.usage})
 
     def body(self, request: ChatRequest) -> JSONObject:
         """The wire body; public so tests and ``models check`` can inspect it."""
@@ -115,43 +119,66 @@ class OpenAIProvider(HttpProvider):
         message = choices[0].get("message")
         if not isinstance(message, dict):
             raise InvalidResponse("answer has no message", model_name=name)
-        content = message.get("content")
-        text = content if isinstance(content, str) else ""
-        calls = tuple(_tool_call(c) for c in message.get("tool_calls") or () if isinstance(c, dict))
+        text = _content_text(message.get("content"), name)
+        finish = wire_values.stop_reason(choices[0].get("finish_reason"), "finish_reason", name)
+        wire_calls = message.get("tool_calls")
+        if wire_calls is not None and not isinstance(wire_calls, list):
+            raise InvalidResponse("tool_calls is not a list", model_name=name)
+        calls = tuple(_tool_call(c, name) for c in wire_calls or ())
         if not text.strip() and not calls:
             raise InvalidResponse("answer is empty", model_name=name)
-        usage = as_object(data.get("usage"))
         return ChatResponse(
             text=text,
             tool_calls=calls,
-            usage=Usage(
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
+            usage=wire_values.usage(
+                data.get("usage"), ("prompt_tokens",), "completion_tokens", name
             ),
             model_name=name,
             extras={k: message[k] for k in NON_STANDARD_FIELDS if k in message},
+            truncated=finish == "length",
         )
 
 
-def _tool_call(wire: dict[str, Any]) -> ToolCall:
-    function = as_object(wire.get("function"))
-    raw = function.get("arguments", "{}")
+def _content_text(content: Any, model_name: str) -> str:
+    """``content``: a string, null (beside tool calls), or a list of text parts."""
+    if isinstance(content, list):
+        parts = [as_object(p) for p in content]
+        if not all(isinstance(p.get("text"), str) for p in parts if p.get("type") == "text"):
+            raise InvalidResponse("a content part's text is not text", model_name=model_name)
+        return "".join(p["text"] for p in parts if p.get("type") == "text")
+    return wire_values.text_or_none(content, "content", model_name) or ""
+
+
+def _tool_call(wire: Any, model_name: str) -> ToolCall:
+    """One wire tool call; a call without a name cannot be run or answered → garbage."""
+    if not isinstance(wire, dict) or not isinstance(wire.get("function"), dict):
+        raise InvalidResponse("a tool call is not an object", model_name=model_name)
+    function = wire["function"]
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidResponse("a tool call has no name", model_name=model_name)
+    call_id = wire.get("id")
+    if isinstance(call_id, bool) or not isinstance(call_id, str | int | None):
+        raise InvalidResponse("a tool call id is not text", model_name=model_name)
+    raw = function.get("arguments")
     arguments: JSONObject = {}
     error = None
     if isinstance(raw, dict):
         arguments = raw
-    else:
+    elif raw is None or isinstance(raw, str):
         try:
             parsed = json.loads(raw or "{}")
-        except (TypeError, json.JSONDecodeError):
+        except (json.JSONDecodeError, RecursionError):
             parsed = None
         if isinstance(parsed, dict):
             arguments = parsed
         else:
             error = "arguments are not a JSON object"
+    else:  # a number, a list, a boolean: reported back to the model by the tool loop
+        error = "arguments are not a JSON object"
     return ToolCall(
-        id=str(wire.get("id") or f"call_{function.get('name', 'tool')}"),
-        name=str(function.get("name") or ""),
+        id=str(call_id or f"call_{name}"),
+        name=name,
         arguments=arguments,
         arguments_error=error,
         extras={k: wire[k] for k in NON_STANDARD_FIELDS if k in wire},

@@ -3,6 +3,10 @@
 Deltas arrive as ``data: {json}`` lines: text pieces, tool-call fragments keyed by
 ``index`` (id and name first, then argument fragments), a finish chunk, optionally a
 usage-only chunk with ``choices: []``, then ``data: [DONE]``.
+
+A stream that stops before ``[DONE]`` was cut (a proxy timeout, a dropped connection): the
+caller treats it as a failure, never as a complete answer. Chunks are validated as they
+come: a chunk of the wrong shape raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.providers.wire_values import as_object
 from bot.types import TextSink
 
 
@@ -28,7 +33,8 @@ class StreamAssembler:
 
     sink: TextSink | None = None
     text: str = ""
-    usage: dict[str, Any] = field(default_factory=dict)
+    usage: Any = None  # the wire value, validated by the provider
+    finish_reason: Any = None  # the last one sent, validated by the provider
     done: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
     _calls: dict[int, _PartialCall] = field(default_factory=dict)
@@ -42,34 +48,58 @@ class StreamAssembler:
         if payload == "[DONE]":
             self.done = True
             return
-        chunk = json.loads(payload)
+        if self.done:
+            return  # nothing after the terminator is part of the answer
+        try:
+            chunk = json.loads(payload)
+        except RecursionError as exc:  # absurdly deep nesting
+            raise ValueError("stream chunk is nested too deeply") from exc
         if not isinstance(chunk, dict):
             raise ValueError("stream chunk is not an object")
         self.chunks += 1
-        if isinstance(chunk.get("usage"), dict):
+        if chunk.get("usage") is not None:
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
+        choices = chunk.get("choices")
+        if choices is not None and not isinstance(choices, list):
+            raise ValueError("stream chunk choices are not a list")
+        for choice in choices or ():
+            if not isinstance(choice, dict):
+                raise ValueError("stream chunk choice is not an object")
+            if choice.get("finish_reason") is not None:
+                self.finish_reason = choice["finish_reason"]
+            delta = choice.get("delta")
             if isinstance(delta, dict):
                 await self._take(delta)
 
     async def _take(self, delta: dict[str, Any]) -> None:
         piece = delta.get("content")
-        if isinstance(piece, str) and piece:
+        if piece is not None and not isinstance(piece, str):
+            raise ValueError("stream delta content is not text")
+        if piece:
             self.text += piece
             if self.sink is not None:
                 await self.sink(piece)
         reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str):
             self.extras["reasoning_content"] = self.extras.get("reasoning_content", "") + reasoning
-        for wire in delta.get("tool_calls") or ():
+        calls = delta.get("tool_calls")
+        if calls is not None and not isinstance(calls, list):
+            raise ValueError("stream delta tool_calls are not a list")
+        for wire in calls or ():
             if not isinstance(wire, dict):
-                continue
-            call = self._calls.setdefault(int(wire.get("index", 0)), _PartialCall())
-            call.id = call.id or str(wire.get("id") or "")
+                raise ValueError("stream tool call is not an object")
+            index = wire.get("index", 0)
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise ValueError("stream tool call index is not an integer")
+            call = self._calls.setdefault(index, _PartialCall())
             function = as_object(wire.get("function"))
-            call.name = call.name or str(function.get("name") or "")
-            call.arguments += str(function.get("arguments") or "")
+            for key in ("id", "name", "arguments"):
+                value = (wire if key == "id" else function).get(key)
+                if value is not None and not isinstance(value, str):
+                    raise ValueError(f"stream tool call {key} is not text")
+            call.id = call.id or wire.get("id") or ""
+            call.name = call.name or function.get("name") or ""
+            call.arguments += function.get("arguments") or ""
             for key in ("extra_content", "thought_signature"):
                 if key in wire:
                     call.extras[key] = wire[key]
@@ -89,8 +119,3 @@ class StreamAssembler:
         if calls:
             message["tool_calls"] = calls
         return message
-
-
-def as_object(value: Any) -> dict[str, Any]:
-    """``value`` if it is a JSON object, else an empty one: wire data is never trusted."""
-    return value if isinstance(value, dict) else {}

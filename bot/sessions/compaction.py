@@ -3,9 +3,10 @@
 A turn only *notes* that its session grew; a worker task does the summarising later, so a
 reply is never delayed. A summary covers everything but the last ``keep_recent_messages``
 (moved earlier so a tool call is never separated from its result), folds in the previous
-summary, and is committed only if the model produced one. Failures leave history untouched
-and retry with backoff; until a summary lands, the context builder keeps prompts bounded
-by leaving out the oldest turns.
+summary, and is committed only if the model produced one, whole: a summary cut at the token
+limit would silently lose the facts it never reached, so it counts as a failure. Failures
+leave history untouched and retry with backoff; until a summary lands, the context builder
+keeps prompts bounded by leaving out the oldest turns.
 """
 
 from __future__ import annotations
@@ -125,6 +126,14 @@ class CompactionWorker:
             self._schedule_retry(session_id)
             return
         text = response.text.strip()
+        if response.truncated:
+            log.warning(
+                "compaction of session %d: the summary was cut at the length limit; not committed",
+                session_id,
+            )
+            self._observe("truncated")
+            self._schedule_retry(session_id)
+            return
         if not text:
             log.warning("compaction of session %d got an empty summary; not committed", session_id)
             self._observe("empty")

@@ -11,12 +11,15 @@ from bot.testing.fake_llm import (
     EmptyChoices,
     FakeLLM,
     Fault,
+    GarbageUsage,
     Hang,
     Malformed,
     RecordedRequest,
     Reply,
     Slow,
     ToolCall,
+    Truncated,
+    Unterminated,
 )
 from bot.testing.fake_telegram import FakeBot, FakeTelegram, SentMessage
 
@@ -28,6 +31,7 @@ __all__ = [
     "FakeLLM",
     "FakeTelegram",
     "Fault",
+    "GarbageUsage",
     "Hang",
     "Malformed",
     "RecordedRequest",
@@ -35,5 +39,7 @@ __all__ = [
     "SentMessage",
     "Slow",
     "ToolCall",
+    "Truncated",
+    "Unterminated",
     "bridge_config",
 ]

@@ -37,12 +37,15 @@ __all__ = [
     "EmptyChoices",
     "FakeLLM",
     "Fault",
+    "GarbageUsage",
     "Hang",
     "Malformed",
     "RecordedRequest",
     "Reply",
     "Slow",
     "ToolCall",
+    "Truncated",
+    "Unterminated",
     "echo_text",
 ]
 
@@ -126,6 +129,34 @@ class EmptyChoices:
 
 
 @dataclass(frozen=True)
+class GarbageUsage:
+    """A normal answer whose every token count is ``value``, JSON text written verbatim.
+
+    E.g. ``'"12"'``, ``'{"n": 1}'``, ``'1e999'``, ``'-5'``, ``'true'``. An empty ``text``
+    answers with :func:`echo_text`.
+    """
+
+    value: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Truncated:
+    """An answer cut at the model's token limit: OpenAI ``finish_reason: "length"``,
+    Anthropic ``stop_reason: "max_tokens"``."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Unterminated:
+    """A stream that stops before its terminator (OpenAI ``data: [DONE]``, Anthropic
+    ``message_stop``) after sending ``text`` whole; a non-streamed request gets half a body."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Echo:
     """Answer with :func:`echo_text` of the request; the default behaviour."""
 
@@ -154,10 +185,25 @@ Behaviour: TypeAlias = (
     | Slow
     | Malformed
     | EmptyChoices
+    | GarbageUsage
+    | Truncated
+    | Unterminated
     | Echo
     | Callable[[RecordedRequest], "Behaviour"]
 )
-_Concrete: TypeAlias = Reply | ToolCall | Fault | Hang | Slow | Malformed | EmptyChoices
+_Concrete: TypeAlias = (
+    Reply
+    | ToolCall
+    | Fault
+    | Hang
+    | Slow
+    | Malformed
+    | EmptyChoices
+    | GarbageUsage
+    | Truncated
+    | Unterminated
+)
+_Answer: TypeAlias = Reply | ToolCall | GarbageUsage | Truncated | Unterminated
 
 
 def echo_text(request: RecordedRequest) -> str:
@@ -198,6 +244,9 @@ class _WireFormat(Protocol):
         tool_arguments: str,
         prompt_tokens: int,
         completion_tokens: int,
+        stop_reason: str | None = None,
+        raw_usage: str | None = None,
+        terminate: bool = True,
     ) -> web.StreamResponse: ...
 
     async def respond_empty(
@@ -414,7 +463,20 @@ class FakeLLM:
                 return Reply(echo_text(recorded))
             if isinstance(behaviour, Slow):
                 return behaviour
-            if isinstance(behaviour, Reply | ToolCall | Fault | Hang | Malformed | EmptyChoices):
+            if isinstance(behaviour, GarbageUsage) and not behaviour.text:
+                return GarbageUsage(behaviour.value, echo_text(recorded))
+            if isinstance(
+                behaviour,
+                Reply
+                | ToolCall
+                | Fault
+                | Hang
+                | Malformed
+                | EmptyChoices
+                | GarbageUsage
+                | Truncated
+                | Unterminated,
+            ):
                 return behaviour
             behaviour = behaviour(recorded)
         raise RuntimeError("behaviour callables returned callables 10 levels deep")
@@ -459,12 +521,26 @@ class FakeLLM:
             return await shape.respond_empty(
                 request, body, model=model, prompt_tokens=prompt_tokens
             )
+        return await self._respond(request, shape, recorded, behaviour, prompt_tokens)
+
+    @staticmethod
+    async def _respond(
+        request: web.Request,
+        shape: _WireFormat,
+        recorded: RecordedRequest,
+        behaviour: _Answer,
+        prompt_tokens: int,
+    ) -> web.StreamResponse:
+        body, model = recorded.body, recorded.model
         tool_name = tool_id = None
         arguments = ""
         if isinstance(behaviour, ToolCall):
             tool_name, tool_id = behaviour.name, behaviour.call_id
             raw = behaviour.arguments
             arguments = raw if isinstance(raw, str) else json.dumps(raw)
+        stop_reason = None
+        if isinstance(behaviour, Truncated):
+            stop_reason = "length" if shape is _OPENAI else "max_tokens"
         return await shape.respond(
             request,
             body,
@@ -475,4 +551,7 @@ class FakeLLM:
             tool_arguments=arguments,
             prompt_tokens=prompt_tokens,
             completion_tokens=(len(behaviour.text) + len(arguments)) // 4 + 1,
+            stop_reason=stop_reason,
+            raw_usage=behaviour.value if isinstance(behaviour, GarbageUsage) else None,
+            terminate=not isinstance(behaviour, Unterminated),
         )

@@ -15,6 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
+# Stands in for every token count while rendering, then replaced by the raw JSON of
+# ``raw_usage``: lets a test send values json.dumps cannot write (``1e999``).
+_RAW_USAGE = "__fake_llm_raw_usage__"
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -134,8 +137,16 @@ async def respond(
     tool_arguments: str,
     prompt_tokens: int,
     completion_tokens: int,
+    stop_reason: str | None = None,
+    raw_usage: str | None = None,
+    terminate: bool = True,
 ) -> web.StreamResponse:
-    """A message (or its event stream) with a text block and optionally one tool_use block."""
+    """A message (or its event stream) with a text block and optionally one tool_use block.
+
+    ``stop_reason`` overrides the stop reason ("max_tokens": cut at the token limit);
+    ``raw_usage`` is JSON text written verbatim as every token count; ``terminate=False``
+    ends a stream without ``message_stop`` and cuts a plain answer's body in half.
+    """
     content: list[dict[str, Any]] = []
     if text or tool_name is None:
         content.append({"type": "text", "text": text})
@@ -143,11 +154,21 @@ async def respond(
         call_id = tool_id or f"toolu_{uuid.uuid4().hex[:24]}"
         tool = {"type": "tool_use", "id": call_id, "name": tool_name}
         content.append({**tool, "input": _tool_input(tool_arguments)})
-    stop_reason = "end_turn" if tool_name is None else "tool_use"
-    message = _message(model, content, stop_reason, prompt_tokens, completion_tokens)
+    stop = stop_reason or ("end_turn" if tool_name is None else "tool_use")
+    message = _message(model, content, stop, prompt_tokens, completion_tokens)
+    if raw_usage is not None:
+        message["usage"] = dict.fromkeys(message["usage"], _RAW_USAGE)
     if body.get("stream") is True:
-        return await _stream(request, message, tool_arguments)
-    return web.json_response(message)
+        return await _stream(request, message, tool_arguments, raw_usage, terminate)
+    text_body = _dumps(message, raw_usage)
+    if not terminate:
+        text_body = text_body[: len(text_body) // 2]
+    return web.Response(text=text_body, content_type="application/json")
+
+
+def _dumps(value: Any, raw_usage: str | None) -> str:
+    text = json.dumps(value)
+    return text if raw_usage is None else text.replace(f'"{_RAW_USAGE}"', raw_usage)
 
 
 async def respond_empty(
@@ -176,7 +197,11 @@ def _message(
 
 
 async def _stream(
-    request: web.Request, message: dict[str, Any], tool_arguments: str
+    request: web.Request,
+    message: dict[str, Any],
+    tool_arguments: str,
+    raw_usage: str | None = None,
+    terminate: bool = True,
 ) -> web.StreamResponse:
     """Replay a finished message as the Messages streaming event sequence."""
     response = web.StreamResponse(
@@ -185,9 +210,8 @@ async def _stream(
     await response.prepare(request)
 
     async def send(event: str, data: dict[str, Any]) -> None:
-        await response.write(
-            f"event: {event}\ndata: {json.dumps({'type': event, **data})}\n\n".encode()
-        )
+        payload = _dumps({"type": event, **data}, raw_usage)
+        await response.write(f"event: {event}\ndata: {payload}\n\n".encode())
 
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None}
@@ -216,6 +240,7 @@ async def _stream(
     await send(
         "message_delta", {"delta": final, "usage": {"output_tokens": usage["output_tokens"]}}
     )
-    await send("message_stop", {})
+    if terminate:
+        await send("message_stop", {})
     await response.write_eof()
     return response

@@ -26,6 +26,9 @@ _ERROR_TYPES = {
     429: "requests",
 }
 _ERROR_CODES = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+# Stands in for every token count while rendering, then replaced by the raw JSON of
+# ``raw_usage``: lets a test send values json.dumps cannot write (``1e999``).
+_RAW_USAGE = "__fake_llm_raw_usage__"
 
 
 def _text(content: Any) -> str:
@@ -132,11 +135,21 @@ async def respond(
     tool_arguments: str,
     prompt_tokens: int,
     completion_tokens: int,
+    stop_reason: str | None = None,
+    raw_usage: str | None = None,
+    terminate: bool = True,
 ) -> web.StreamResponse:
-    """A chat completion (or its SSE stream) with ``text`` and optionally one tool call."""
+    """A chat completion (or its SSE stream) with ``text`` and optionally one tool call.
+
+    ``stop_reason`` overrides ``finish_reason`` ("length": cut at the token limit);
+    ``raw_usage`` is JSON text written verbatim as every token count; ``terminate=False``
+    ends a stream without ``data: [DONE]`` and cuts a plain answer's body in half.
+    """
     call_id = tool_id or f"call_{uuid.uuid4().hex[:24]}"
-    finish = "stop" if tool_name is None else "tool_calls"
-    usage = _usage(prompt_tokens, completion_tokens)
+    finish = stop_reason or ("stop" if tool_name is None else "tool_calls")
+    usage: dict[str, Any] = _usage(prompt_tokens, completion_tokens)
+    if raw_usage is not None:
+        usage = dict.fromkeys(usage, _RAW_USAGE)
     if body.get("stream") is True:
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
         deltas += [{"content": piece} for piece in _words(text)]
@@ -152,7 +165,7 @@ async def respond(
             [{"index": 0, "delta": d, "finish_reason": None}] for d in deltas
         ]
         choices.append([{"index": 0, "delta": {}, "finish_reason": finish}])
-        return await _stream(request, body, model, choices, usage)
+        return await _stream(request, body, model, choices, usage, raw_usage, terminate)
 
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_name is not None:
@@ -160,7 +173,15 @@ async def respond(
         function = {"name": tool_name, "arguments": tool_arguments}
         message["tool_calls"] = [{"id": call_id, "type": "function", "function": function}]
     choice = {"index": 0, "message": message, "finish_reason": finish}
-    return web.json_response(_completion(model, [choice], usage))
+    text_body = _dumps(_completion(model, [choice], usage), raw_usage)
+    if not terminate:
+        text_body = text_body[: len(text_body) // 2]
+    return web.Response(text=text_body, content_type="application/json")
+
+
+def _dumps(value: Any, raw_usage: str | None) -> str:
+    text = json.dumps(value)
+    return text if raw_usage is None else text.replace(f'"{_RAW_USAGE}"', raw_usage)
 
 
 async def respond_empty(
@@ -173,7 +194,7 @@ async def respond_empty(
     return web.json_response(_completion(model, [], usage))
 
 
-def _completion(model: str, choices: list[Any], usage: dict[str, int]) -> dict[str, Any]:
+def _completion(model: str, choices: list[Any], usage: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
@@ -189,7 +210,9 @@ async def _stream(
     body: Mapping[str, Any],
     model: str,
     choices_per_chunk: list[list[dict[str, Any]]],
-    usage: dict[str, int],
+    usage: dict[str, Any],
+    raw_usage: str | None = None,
+    terminate: bool = True,
 ) -> web.StreamResponse:
     """Send one ``data:`` chunk per choices list, then (if asked) a usage chunk, then [DONE].
 
@@ -213,7 +236,8 @@ async def _stream(
         chunks = [{**chunk, "usage": None} for chunk in chunks]
         chunks.append({**base, "choices": [], "usage": usage})
     for chunk in chunks:
-        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-    await response.write(b"data: [DONE]\n\n")
+        await response.write(f"data: {_dumps(chunk, raw_usage)}\n\n".encode())
+    if terminate:
+        await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
