@@ -21,9 +21,12 @@ from bot.commands import parse_command
 from bot.config.loader import LoadedConfig, load_config
 from bot.errors import (
     AllModelsFailed,
+    ChannelAuthError,
     ChannelError,
     ChannelUnavailable,
     ConfigError,
+    ConfigProblem,
+    PersonaBridgeError,
     ProviderError,
     StoreError,
 )
@@ -74,6 +77,7 @@ class App:
         self.generation = self._build(loaded)
         self.compaction.use_roles(self.generation.roles)
         self.channels: dict[str, Channel] = {}
+        self.refused: dict[str, ChannelError] = {}  # channel → why it did not start
         self.turns_served = 0
 
     @property
@@ -101,13 +105,42 @@ class App:
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, then start every channel; one bad bot does not stop the others."""
-        await self.store.open()
-        self.compaction.start()
-        await self._start_channels(list(self._channel_factory(self.loaded, self.store)))
-        if not self.channels:
-            raise ChannelError("no channel could start")
-        await self._refresh_backlog()
+        """Open the store, then start every channel; one bad bot does not stop the others.
+
+        Either everything runs afterwards or nothing does: a failed start closes what it
+        opened (the store's worker thread would otherwise keep the process alive).
+        """
+        try:
+            await self.store.open()
+            self.compaction.start()
+            await self._start_channels(list(self._channel_factory(self.loaded, self.store)))
+            if not self.channels:
+                raise self._nothing_started()
+            await self._refresh_backlog()
+        except BaseException:
+            await self.stop(grace_s=0.0)
+            raise
+
+    def _nothing_started(self) -> PersonaBridgeError:
+        """Every token rejected is the config's fault (exit 78); anything else is not."""
+        channels = self.loaded.config.channels
+        paths = {
+            b.channel: f"channels.telegram_bots[{i}]" for i, b in enumerate(channels.telegram_bots)
+        }
+        paths["telegram"] = "channels.telegram"  # the legacy single bot
+        rejected = [
+            ConfigProblem(
+                f"{path}.token",
+                f"Telegram rejected the token of channel {name}",
+                "check it with @BotFather (a revoked token must be replaced)",
+            )
+            for name, path in paths.items()
+            if isinstance(self.refused.get(name), ChannelAuthError)
+        ]
+        if rejected and len(rejected) == len(self.refused):
+            return ConfigError(rejected)
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.refused.items())
+        return ChannelError(f"no channel could start ({reasons or 'none configured'})")
 
     async def _start_channels(self, channels: list[Channel]) -> None:
         # Registered before starting: a channel replays its pending inbox during start().
@@ -119,8 +152,11 @@ class App:
             if isinstance(result, ChannelError):
                 log.error("channel %s not started: %s", channel.name, result)
                 del self.channels[channel.name]
+                self.refused[channel.name] = result
             elif isinstance(result, BaseException):
                 raise result
+            else:
+                self.refused.pop(channel.name, None)
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop receiving, let in-flight turns finish (bounded), then close everything."""
@@ -170,6 +206,8 @@ class App:
             await channel.stop()
             await channel.close()
             del self.channels[channel.name]
+        for name in [n for n in self.refused if n not in wanted]:
+            del self.refused[name]
         await self._start_channels([c for n, c in wanted.items() if n not in self.channels])
 
     # --- the data path --------------------------------------------------------------
@@ -325,14 +363,20 @@ class App:
         return {name: bool(c.status()["polling"]) for name, c in self.channels.items()}
 
     async def health(self) -> HealthReport:
-        bots = {name: c.status() for name, c in self.channels.items()}
+        """Ready only while every configured bot polls; a refused one is shown with why."""
+        bots: dict[str, dict[str, object]] = {
+            name: {"polling": False, "username": "", "error": str(why)}
+            for name, why in self.refused.items()
+        }
+        bots.update({name: c.status() for name, c in self.channels.items()})
         polling = self.polling()
         self.metrics.bots_polling.set(sum(polling.values()))
+        started = bool(self.channels)
         return HealthReport(
-            ready=bool(polling) and all(polling.values()),
+            ready=started and all(polling.values()) and not self.refused,
             bots=bots,
             models=cooling_models(self.cooldowns),
-            inbox_backlog=await self.store.inbox_backlog(),
+            inbox_backlog=await self.store.inbox_backlog() if started else 0,
         )
 
     def status_line(self) -> str:
