@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -197,6 +198,10 @@ def _run(loaded: LoadedConfig, level: str, grace_s: float, sighup: HeldSighup) -
     except PersonaBridgeError as exc:
         log.error("cannot run: %s", exc)
         return EX_SOFTWARE
+    finally:
+        # The closed loop gave SIGHUP back its default action: a late reload must not
+        # turn a clean exit into a kill.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return 0
 
 

@@ -8,11 +8,13 @@ import json
 import os
 import signal
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from bot.testing import BridgeProcess, FakeLLM, FakeTelegram
 from bot.testing import bridge_config as make_config
@@ -34,6 +36,22 @@ def config_for(
     return make_config(
         telegram_base=fake_telegram.base_url, llm_base=fake_llm.openai_base, bots=bots
     )
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def no_bridge_left_behind(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """A test that fails half-way must not leave its bridge running."""
+    started: list[BridgeProcess] = []
+    original = BridgeProcess.start
+
+    async def start(self: BridgeProcess) -> None:
+        started.append(self)
+        await original(self)
+
+    monkeypatch.setattr(BridgeProcess, "start", start)
+    yield
+    for bridge in started:
+        await bridge.kill()
 
 
 async def exit_code(bridge: BridgeProcess, within_s: float = EXIT_WITHIN_S) -> int:
@@ -78,6 +96,19 @@ async def test_damaged_database_exits_74_naming_session_database(
     assert "session.database" in logs
     assert "Traceback" not in logs
     assert fake_telegram.calls_to("getUpdates") == []
+
+
+async def test_database_directory_missing_exits_78_naming_session_database(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    config = config_for(fake_telegram, fake_llm, [ALICE])
+    config["session"]["database"] = "no-such-dir/sessions.db"
+    bridge = BridgeProcess.write(tmp_path, config)
+    await bridge.start()
+    assert await exit_code(bridge) == 78
+    logs = bridge.logs()
+    assert "session.database" in logs
+    assert "Traceback" not in logs
 
 
 async def test_gateway_port_in_use_exits_78_before_any_bot_starts(

@@ -138,7 +138,11 @@ class TelegramChannel(Channel):
                 log.error("channel %s not started: %s", self.name, exc)
                 return
             if retried is None:
-                await self._begin(handler)
+                try:
+                    await self._begin(handler)
+                except Exception as exc:  # the store, most likely: the supervisor retries
+                    log.exception("bot %s: connected but could not begin polling", self.name)
+                    self._trouble = type(exc).__name__
                 return
             reason, delay = retried, min(delay * 2, MAX_START_BACKOFF_S)
 
