@@ -46,6 +46,7 @@ from bot.errors import (
     ChannelAuthError,
     ChannelError,
     ChannelRateLimited,
+    PersonaBridgeError,
 )
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,9 @@ class TelegramChannel(Channel):
 
     async def _take(self, raw: dict[str, Any], update_id: int, handler: MessageHandler) -> None:
         try:
-            update = self._parsed(raw)
+            await self._accept(self._parsed(raw), handler)
+        except PersonaBridgeError:
+            raise  # the store or Telegram, not this update: polled again from its offset
         except Exception as exc:  # whatever the payload, never log its content
             log.warning(
                 "bot %s: update %d skipped: it cannot be read (%s)",
@@ -291,8 +294,6 @@ class TelegramChannel(Channel):
                 update_id,
                 type(exc).__name__,
             )
-            return
-        await self._accept(update, handler)
 
     def _parsed(self, raw: dict[str, Any]) -> Update:
         """The update, with every field the bridge relies on checked to be usable."""
