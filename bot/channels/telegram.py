@@ -104,7 +104,7 @@ class TelegramChannel(Channel):
             return
         await self._begin(handler)
 
-    async def _try_connect(self) -> str | None:
+    async def _try_connect(self) -> ChannelError | None:
         """None once connected, else why not. A rejected token raises: that is final."""
         try:
             try:
@@ -117,18 +117,21 @@ class TelegramChannel(Channel):
             self._rejected, self._trouble = True, str(exc)
             raise
         except ChannelError as exc:
-            return str(exc)
+            return exc
         except Exception as exc:  # not an answer from Telegram: say what, and try again later
             log.exception("bot %s: starting failed unexpectedly", self.name)
-            return type(exc).__name__
+            return ChannelError(type(exc).__name__)
         self.me = BotIdentity(self._bot.id, self._bot.username)
         return None
 
-    async def _connect_later(self, handler: MessageHandler, reason: str) -> None:
+    async def _connect_later(self, handler: MessageHandler, reason: ChannelError) -> None:
         """Retries the start with backoff until it works, the token is refused, or stop()."""
-        delay = 1.0
+        backoff = 1.0
         while not self._stopping.is_set():
-            self._trouble = reason
+            self._trouble = str(reason)
+            delay = backoff
+            if isinstance(reason, ChannelRateLimited):
+                delay = max(delay, reason.retry_after)
             log.warning("bot %s not started yet (%s); retry in %.0fs", self.name, reason, delay)
             await self._pause(delay)
             if self._stopping.is_set():
@@ -145,7 +148,7 @@ class TelegramChannel(Channel):
                     log.exception("bot %s: connected but could not begin polling", self.name)
                     self._trouble = type(exc).__name__
                 return
-            reason, delay = retried, min(delay * 2, MAX_START_BACKOFF_S)
+            reason, backoff = retried, min(backoff * 2, MAX_START_BACKOFF_S)
 
     async def _begin(self, handler: MessageHandler) -> None:
         """Connected: answer what was left pending, then poll."""
