@@ -24,8 +24,11 @@ from bot.commands import parse_command
 from bot.config.loader import LoadedConfig, load_config
 from bot.errors import (
     AllModelsFailed,
+    ChannelAuthError,
     ChannelError,
     ConfigError,
+    ConfigProblem,
+    PersonaBridgeError,
     ProviderError,
     StoreError,
 )
@@ -117,6 +120,7 @@ class App:
             on_move=self._chat_moved,
             on_done=self._done,
         )
+        self.refused: dict[str, ChannelError] = {}  # channel → why it did not start
         self.turns_served = 0
         self.upkeep = StoreUpkeep(self.store, lambda: self.loaded.config.session)
         self.metrics.store_file_ok.set_function(lambda: float(self.upkeep.problem is None))
@@ -145,22 +149,46 @@ class App:
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, then start every channel; one bad bot does not stop the others."""
-        if self._lock is not None:
-            self._lock.acquire()
+        """Open the store, then start every channel; one bad bot does not stop the others.
+
+        Either everything runs afterwards or nothing does: a failed start closes what it
+        opened (the store's worker thread would otherwise keep the process alive).
+        """
         try:
+            if self._lock is not None:
+                self._lock.acquire()
             await self.store.open()
             self.upkeep.start()
             self.chat_moves.update(await self.store.chat_moves())
             self.compaction.start()
             await self._start_channels(list(self._channel_factory(self.loaded, self._inbox)))
             if not self.channels:
-                raise ChannelError("no channel could start")
+                raise self._nothing_started()
             await self._refresh_backlog()
         except BaseException:
-            if self._lock is not None:
-                self._lock.release()
+            await self.stop(grace_s=0.0)
             raise
+
+    def _nothing_started(self) -> PersonaBridgeError:
+        """Every token rejected is the config's fault (exit 78); anything else is not."""
+        channels = self.loaded.config.channels
+        paths = {
+            b.channel: f"channels.telegram_bots[{i}]" for i, b in enumerate(channels.telegram_bots)
+        }
+        paths["telegram"] = "channels.telegram"  # the legacy single bot
+        rejected = [
+            ConfigProblem(
+                f"{path}.token",
+                f"Telegram rejected the token of channel {name}",
+                "check it with @BotFather (a revoked token must be replaced)",
+            )
+            for name, path in paths.items()
+            if isinstance(self.refused.get(name), ChannelAuthError)
+        ]
+        if rejected and len(rejected) == len(self.refused):
+            return ConfigError(rejected)
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.refused.items())
+        return ChannelError(f"no channel could start ({reasons or 'none configured'})")
 
     async def _start_channels(self, channels: list[Channel]) -> None:
         self.channels.update({c.name: c for c in channels})
@@ -171,9 +199,11 @@ class App:
             if isinstance(result, ChannelError):
                 log.error("channel %s not started: %s", channel.name, result)
                 del self.channels[channel.name]
+                self.refused[channel.name] = result
             elif isinstance(result, BaseException):
                 raise result
             else:
+                self.refused.pop(channel.name, None)
                 await self._replay(channel)
 
     async def _replay(self, channel: Channel) -> None:
@@ -256,6 +286,8 @@ class App:
             await channel.stop()
             del self.channels[channel.name]
             asyncio.create_task(self._close_when_idle(channel))  # noqa: RUF006
+        for name in [n for n in self.refused if n not in wanted]:
+            del self.refused[name]
         await self._start_channels([c for n, c in wanted.items() if n not in self.channels])
 
     async def _close_when_idle(self, channel: Channel) -> None:
@@ -372,14 +404,23 @@ class App:
         return {name: bool(c.status()["polling"]) for name, c in self.channels.items()}
 
     async def health(self) -> HealthReport:
-        bots = {name: c.status() for name, c in self.channels.items()}
+        """Ready only while every configured bot polls; a refused one is shown with why."""
+        bots: dict[str, dict[str, object]] = {
+            name: {"polling": False, "username": "", "error": str(why)}
+            for name, why in self.refused.items()
+        }
+        bots.update({name: c.status() for name, c in self.channels.items()})
         polling = self.polling()
         self.metrics.bots_polling.set(sum(polling.values()))
+        started = bool(self.channels)
         return HealthReport(
-            ready=bool(polling) and all(polling.values()) and self.upkeep.problem is None,
+            ready=started
+            and all(polling.values())
+            and not self.refused
+            and self.upkeep.problem is None,
             bots=bots,
             models=cooling_models(self.cooldowns),
-            inbox_backlog=await self.store.inbox_backlog(),
+            inbox_backlog=await self.store.inbox_backlog() if started else 0,
             store=self.upkeep.status(),
         )
 

@@ -5,46 +5,64 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bot import __version__
-from bot.config.loader import LoadedConfig, load_config, resolve_path
-from bot.config.report import render
-from bot.errors import ConfigError, PersonaBridgeError, StoreBusy, StoreError
-from bot.onboarding import commands as onboarding
-from bot.onboarding.examples import where_examples_are
+from bot.errors import ChannelError, ConfigError, PersonaBridgeError, StoreBusy, StoreError
 from bot.ops import logs
+from bot.ops.early_signals import HeldSighup
 
-EX_CONFIG = 78
+if TYPE_CHECKING:  # the loader pulls in pydantic: imported once SIGHUP is held
+    from bot.config.loader import LoadedConfig
+
+# sysexits(3): what systemd and scripts read. 78 is in the unit's RestartPreventExitStatus.
+EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
+EX_IOERR = 74
 EX_TEMPFAIL = 75  # another bridge holds the database
+EX_CONFIG = 78
 CONFIG_HELP = "config file (default: $PERSONA_BRIDGE_CONFIG, then ./config.json)"
 
 log = logging.getLogger("bot")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First: a reload signal sent while we start must not kill the bridge (see early_signals).
+    sighup = HeldSighup()
     args = _parser().parse_args(argv)
+    if args.command != "run":
+        sighup.release()
+    from bot.onboarding import commands as onboarding
+
     if args.command in onboarding.NAMES:  # they need no loaded config, or load their own
         return onboarding.dispatch(args)
+    from bot.config.loader import load_config, resolve_path
+
     try:
         loaded = load_config(resolve_path(args.config))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        from bot.onboarding.examples import where_examples_are
+
         if hint := where_examples_are(str(exc)):
             print(hint, file=sys.stderr)
         return EX_CONFIG
     try:
-        return _dispatch(args, loaded)
+        return _dispatch(args, loaded, sighup)
     except StoreError as exc:
         print(f"session store: {exc}", file=sys.stderr)
         return 1
 
 
-def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+def _dispatch(args: argparse.Namespace, loaded: LoadedConfig, sighup: HeldSighup) -> int:
     if args.command == "check-config":
+        from bot.config.report import render
+
         print(render(loaded.config))
         for warning in loaded.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -56,7 +74,7 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         return asyncio.run(_sessions(loaded, args))
     if args.command == "chat":
         return _chat(loaded, args.agent_id)
-    return _run(loaded, args.log_level, args.shutdown_grace)
+    return _run(loaded, args.log_level, args.shutdown_grace, sighup)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="SECONDS",
                 help="on SIGTERM, how long in-flight turns may finish (default 30)",
             )
+    from bot.onboarding import commands as onboarding
+
     onboarding.register(commands)
     models = commands.add_parser("models", help="model checks", description="model checks")
     models_commands = models.add_subparsers(dest="models_command", required=True)
@@ -163,7 +183,8 @@ async def _models_check(loaded: LoadedConfig) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def _run(loaded: LoadedConfig, level: str, grace_s: float) -> int:
+def _run(loaded: LoadedConfig, level: str, grace_s: float, sighup: HeldSighup) -> int:
+    """Serve until stopped; a start that cannot succeed exits at once with a sysexits code."""
     from bot.app import App
     from bot.ops.notify import SystemdNotifier
     from bot.ops.service import serve
@@ -178,15 +199,47 @@ def _run(loaded: LoadedConfig, level: str, grace_s: float) -> int:
                 notifier=SystemdNotifier.from_environ(),
                 redactor=redactor,
                 grace_s=grace_s,
+                early_reload=sighup.arrived,
             )
         )
     except StoreBusy as exc:
-        log.error("%s", exc)
+        log.error("cannot run: %s", exc)
         return EX_TEMPFAIL
+    except ConfigError as exc:  # every token rejected, the gateway port taken, …
+        for problem in exc.problems:
+            log.error("cannot run: %s", problem)
+        return EX_CONFIG
+    except StoreError as exc:
+        return _store_failed(loaded, exc)
+    except ChannelError as exc:
+        log.error("cannot run: %s", exc)
+        return EX_UNAVAILABLE
     except PersonaBridgeError as exc:
-        log.error("%s", exc)
+        log.error("cannot run: %s", exc)
         return EX_SOFTWARE
-    except OSError as exc:  # e.g. the gateway port is taken
-        log.error("cannot run: %s — check gateway.host and gateway.port", exc)
-        return EX_SOFTWARE
+    finally:
+        # The closed loop gave SIGHUP back its default action: a late reload must not
+        # turn a clean exit into a kill.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return 0
+
+
+def _store_failed(loaded: LoadedConfig, exc: StoreError) -> int:
+    """A database that cannot be opened: the config's fault (78) or the file's (74)."""
+    path = loaded.database
+    directory = path.parent
+    if not directory.is_dir() or path.is_dir() or not os.access(directory, os.W_OK):
+        log.error(
+            "cannot run: session.database: %s is not a file in a writable directory (%s) — "
+            "point session.database at one",
+            path,
+            exc,
+        )
+        return EX_CONFIG
+    log.error(
+        "cannot run: session.database: %s cannot be used (%s) — if the file is damaged, "
+        "move it aside and restore a backup (a new empty one is created otherwise)",
+        path,
+        exc,
+    )
+    return EX_IOERR

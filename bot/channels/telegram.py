@@ -5,6 +5,12 @@ confirms an update's offset before our code has stored it. Here every admitted u
 is written to the durable inbox first; the next ``getUpdates`` (offset = last + 1) then
 confirms it to Telegram. After a crash, pending inbox rows are answered before anything
 new, and an update Telegram delivers twice is stored — and answered — once.
+
+Starting is forgiving: only a rejected token is final. Any other failure of getMe,
+deleteWebhook or setMyCommands (a 502, a timeout) is retried in the background with
+backoff, and ``status()`` says why the bot is not polling meanwhile. Updates are fetched
+as raw JSON and parsed one by one, so one that cannot be read is skipped (logged by id,
+never by content) instead of wedging the bot on the same offset for ever.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from telegram import Bot, BotCommand, Update
 from telegram import error as tg
@@ -31,17 +38,20 @@ from bot.channels.base import (
 )
 from bot.channels.telegram_access import BotIdentity, Verdict, judge, strip_mention
 from bot.channels.telegram_send import TelegramSender
+from bot.channels.telegram_strangers import StrangerNotices
 from bot.config.schema import TelegramBot
 from bot.errors import (
     ChannelAuthError,
     ChannelError,
     ChannelRateLimited,
+    PersonaBridgeError,
 )
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 25
 MAX_BACKOFF_S = 30.0
+MAX_START_BACKOFF_S = 60.0
 TYPING_EVERY_S = 4.0
 BOT_LOOP_LIMIT = 3  # consecutive bot-authored turns per chat when allow_bots is on
 COMMANDS = (
@@ -70,7 +80,11 @@ class TelegramChannel(Channel):
         self._sender = TelegramSender(self._bot, self.name, spec.max_reply_messages)
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._strangers_told: set[int] = set()
+        self._strangers = StrangerNotices(self.name, self._sender.plain)
+        self._starter: asyncio.Task[None] | None = None
+        self._offset: int | None = None  # next getUpdates offset; confirms what came before
+        self._trouble: str | None = None  # why the bot is not polling, for /readyz
+        self._rejected = False  # the token was refused: nothing to retry or restart
         self._bot_streak: dict[int, int] = {}
         self.me = BotIdentity(0, "")
         self.polling = False
@@ -78,13 +92,65 @@ class TelegramChannel(Channel):
         self.last_poll_at = time.monotonic()  # start of the latest getUpdates attempt
 
     async def start(self, handler: MessageHandler) -> None:
+        """Raises ``ChannelAuthError`` for a rejected token; other failures retry later."""
+        reason = await self._try_connect()
+        if reason is not None:
+            self._handler = handler
+            self._starter = asyncio.create_task(
+                self._connect_later(handler, reason), name=f"start {self.name}"
+            )
+            return
+        await self._begin(handler)
+
+    async def _try_connect(self) -> ChannelError | None:
+        """None once connected, else why not. A rejected token raises: that is final."""
         try:
-            await self._bot.initialize()  # getMe: fails fast on a rejected token
-            await self._bot.delete_webhook(drop_pending_updates=False)
-            await self._bot.set_my_commands(COMMANDS)
-        except tg.TelegramError as exc:
-            raise telegram_errors.translate(exc) from exc
+            try:
+                await self._bot.initialize()  # getMe: fails fast on a rejected token
+                await self._bot.delete_webhook(drop_pending_updates=False)
+                await self._bot.set_my_commands(COMMANDS)
+            except tg.TelegramError as exc:
+                raise telegram_errors.translate(exc) from exc
+        except ChannelAuthError as exc:
+            self._rejected, self._trouble = True, str(exc)
+            raise
+        except ChannelError as exc:
+            return exc
+        except Exception as exc:  # not an answer from Telegram: say what, and try again later
+            log.exception("bot %s: starting failed unexpectedly", self.name)
+            return ChannelError(type(exc).__name__)
         self.me = BotIdentity(self._bot.id, self._bot.username)
+        return None
+
+    async def _connect_later(self, handler: MessageHandler, reason: ChannelError) -> None:
+        """Retries the start with backoff until it works, the token is refused, or stop()."""
+        backoff = 1.0
+        while not self._stopping.is_set():
+            self._trouble = str(reason)
+            delay = backoff
+            if isinstance(reason, ChannelRateLimited):
+                delay = max(delay, reason.retry_after)
+            log.warning("bot %s not started yet (%s); retry in %.0fs", self.name, reason, delay)
+            await self._pause(delay)
+            if self._stopping.is_set():
+                return
+            try:
+                retried = await self._try_connect()
+            except ChannelAuthError as exc:
+                log.error("channel %s not started: %s", self.name, exc)
+                return
+            if retried is None:
+                try:
+                    await self._begin(handler)
+                except Exception as exc:  # the store, most likely: the supervisor retries
+                    log.exception("bot %s: connected but could not begin polling", self.name)
+                    self._trouble = type(exc).__name__
+                return
+            reason, backoff = retried, min(backoff * 2, MAX_START_BACKOFF_S)
+
+    async def _begin(self, handler: MessageHandler) -> None:
+        """Connected: answer what was left pending, then poll."""
+        self._trouble = None
         if not self.spec.allow_from:
             log.warning("bot @%s: allow_from is empty, nobody is admitted", self.me.username)
         # Updates stored before a restart are replayed by the app (bot.lifecycle), once per
@@ -97,7 +163,10 @@ class TelegramChannel(Channel):
         """No getUpdates attempt for longer than one long poll, its timeout and a backoff."""
         limit = self._poll_timeout + 10.0 + MAX_BACKOFF_S + 15.0
         alive = self._poller is not None and not self._poller.done()
-        return not self._stopping.is_set() and (not alive or now - self.last_poll_at > limit)
+        starting = self._starter is not None and not self._starter.done()
+        if self._stopping.is_set() or starting or self._rejected:
+            return False  # nothing to restart: not begun yet, or the token was refused
+        return not alive or now - self.last_poll_at > limit
 
     async def restart_polling(self) -> None:
         """The supervisor's remedy for a stalled or dead poller: start a fresh one."""
@@ -113,9 +182,11 @@ class TelegramChannel(Channel):
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        for task in (self._starter, self._poller):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self._strangers.close()
         self.polling = False
 
     async def close(self) -> None:
@@ -164,32 +235,71 @@ class TelegramChannel(Channel):
                 await self._pause(MAX_BACKOFF_S / 6)
 
     async def _poll(self, handler: MessageHandler) -> None:
-        offset: int | None = None
         backoff = 1.0
         while not self._stopping.is_set():
             self.last_poll_at = time.monotonic()
             if backoff == 1.0:
                 self.polling = True  # a long poll is (about to be) open
             try:
-                updates = await self._bot.get_updates(
-                    offset=offset, timeout=self._poll_timeout, allowed_updates=["message"]
-                )
+                batch = await self._fetch_updates()
             except tg.TelegramError as exc:
                 error = telegram_errors.translate(exc)
                 self.polling = False
                 if isinstance(error, ChannelAuthError):
                     log.error("bot %s: %s; polling stopped", self.name, error)
+                    self._rejected, self._trouble = True, str(error)
                     raise error from exc
                 delay = error.retry_after if isinstance(error, ChannelRateLimited) else backoff
                 log.warning("bot %s: polling failed (%s); retry in %.0fs", self.name, error, delay)
+                self._trouble = str(error)
                 await self._pause(delay)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
-            self.polling = True
+            self.polling, self._trouble = True, None
             backoff = 1.0
-            for update in updates:
-                await self._accept(update, handler)
-                offset = update.update_id + 1  # confirmed by the next getUpdates
+            for raw in batch:
+                update_id = raw.get("update_id") if isinstance(raw, dict) else None
+                if type(update_id) is not int:
+                    log.warning("bot %s: an update without an update_id skipped", self.name)
+                    continue
+                await self._take(raw, update_id, handler)
+                self._offset = update_id + 1  # confirmed by the next getUpdates
+
+    async def _fetch_updates(self) -> list[Any]:
+        """getUpdates as raw JSON, so one update PTB cannot read cannot fail the batch."""
+        params: dict[str, Any] = {"timeout": self._poll_timeout, "allowed_updates": ["message"]}
+        if self._offset is not None:
+            params["offset"] = self._offset
+        # Bot.get_updates would parse the whole batch at once (and log it, content and
+        # all, when that fails); _post is the same call minus that parsing.
+        result = await self._bot._post("getUpdates", params, read_timeout=self._poll_timeout + 10.0)
+        if not isinstance(result, list):
+            raise tg.TelegramError("getUpdates answered something other than a list")
+        return result
+
+    async def _take(self, raw: dict[str, Any], update_id: int, handler: MessageHandler) -> None:
+        try:
+            await self._accept(self._parsed(raw), handler)
+        except PersonaBridgeError:
+            raise  # the store or Telegram, not this update: polled again from its offset
+        except Exception as exc:  # whatever the payload, never log its content
+            log.warning(
+                "bot %s: update %d skipped: it cannot be read (%s)",
+                self.name,
+                update_id,
+                type(exc).__name__,
+            )
+
+    def _parsed(self, raw: dict[str, Any]) -> Update:
+        """The update, with every field the bridge relies on checked to be usable."""
+        update = Update.de_json(raw, self._bot)
+        message = update.message
+        if message is not None:
+            if type(message.chat.id) is not int or not isinstance(message.chat.type, str):
+                raise ValueError("chat")
+            message.date.timestamp()
+            update.to_dict()  # stored as the inbox payload
+        return update
 
     async def _accept(self, update: Update, handler: MessageHandler) -> None:
         message = update.message
@@ -214,7 +324,7 @@ class TelegramChannel(Channel):
             return
         verdict = judge(message, self.spec, self.me)
         if verdict is Verdict.STRANGER and message.from_user is not None:
-            await self._tell_stranger(message.chat.id, message.chat.type, message.from_user.id)
+            self._strangers.refused(message.chat.id, message.chat.type, message.from_user.id)
             return
         if verdict is Verdict.IGNORE or not self._within_bot_loop_limit(update):
             return
@@ -261,21 +371,12 @@ class TelegramChannel(Channel):
             inbox_id=update.update_id,
         )
 
-    async def _tell_stranger(self, chat_id: int, chat_type: str, sender: int) -> None:
-        if sender in self._strangers_told or chat_type != "private":
-            return
-        self._strangers_told.add(sender)
-        log.info("bot %s: refused a message from a stranger", self.name)
-        try:
-            await self._sender.plain(
-                chat_id, f"Sorry, I only talk to people on my list. Your Telegram id is {sender}."
-            )
-        except ChannelError as exc:
-            log.warning("bot %s: could not answer a stranger: %s", self.name, exc)
-
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     def status(self) -> dict[str, object]:
-        return {"polling": self.polling, "username": self.me.username}
+        state: dict[str, object] = {"polling": self.polling, "username": self.me.username}
+        if not self.polling and self._trouble:
+            state["error"] = self._trouble
+        return state

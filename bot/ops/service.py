@@ -1,6 +1,10 @@
 """The process around the App: signals, systemd notify, watchdog, health gateway (SPEC §9).
 
-SIGTERM/SIGINT stop gracefully; SIGHUP reloads (an invalid config keeps the old one).
+SIGTERM/SIGINT stop gracefully; SIGHUP reloads (an invalid config keeps the old one). A
+SIGHUP that arrives before the bridge is ready (even before this module is imported, see
+``ops.early_signals``) is remembered and applied once ready: the config it asks for may be
+newer than the one being started. The health gateway binds before any bot starts, so a
+taken port fails the start before a single update is fetched.
 READY=1 is sent once every bot polls; WATCHDOG=1 only while the event loop runs and every
 bot's poller is alive — a stalled poller is restarted here, and if it stays stalled the
 pings stop and systemd restarts the process.
@@ -19,6 +23,7 @@ from typing import Any
 
 from bot.app import App
 from bot.channels.telegram import TelegramChannel
+from bot.errors import ConfigError, ConfigProblem
 from bot.ops.gateway import HealthGateway
 from bot.ops.logs import RedactingFilter
 from bot.ops.notify import SystemdNotifier
@@ -36,26 +41,37 @@ async def serve(
     notifier: SystemdNotifier,
     redactor: RedactingFilter,
     grace_s: float,
+    early_reload: bool = False,
 ) -> None:
+    """Runs until SIGTERM/SIGINT. ``early_reload``: a SIGHUP came before the loop ran."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reload_wanted = asyncio.Event()
+    ready = False
+
+    def reload_requested() -> None:
+        if not ready:
+            log.info("reload requested before ready; applying it once ready")
+        reload_wanted.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_requested)
+    if early_reload:
+        reload_requested()
 
-    gateway_config = app.loaded.config.gateway
-    gateway = HealthGateway(
-        gateway_config.host, gateway_config.port, health=app.health, metrics=app.metrics.render
-    )
-    await app.start()
+    gateway = await _gateway(app)
     supervisor: asyncio.Task[None] | None = None
     try:
-        await gateway.start()
-        log.info("gateway listening on http://%s:%d", gateway_config.host, gateway.port)
+        await app.start()
+    except BaseException:
+        await gateway.stop()
+        raise
+    try:
         await _until_polling(app, stop)
         notifier.ready(app.status_line())
         log.info("persona-bridge ready: %s", app.status_line())
+        ready = True
         supervisor = asyncio.create_task(_supervise(app, notifier), name="supervisor")
         while not stop.is_set():
             await _first(stop.wait(), reload_wanted.wait())
@@ -72,6 +88,33 @@ async def serve(
             supervisor.cancel()
         await gateway.stop()
         await app.stop(grace_s)
+
+
+async def _gateway(app: App) -> HealthGateway:
+    """The health gateway, listening; a port it cannot bind is a configuration problem.
+
+    Exit 78 rather than 69 for it: the port is taken by another program or not ours to
+    bind, which a restart does not change, and systemd's ``RestartPreventExitStatus=78``
+    then stops the restart loop until someone fixes gateway.port or frees the port.
+    """
+    settings = app.loaded.config.gateway
+    gateway = HealthGateway(
+        settings.host, settings.port, health=app.health, metrics=app.metrics.render
+    )
+    try:
+        await gateway.start()
+    except OSError as exc:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "gateway.port",
+                    f"cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc})",
+                    "free the port or choose another gateway.port (0 picks a free one)",
+                )
+            ]
+        ) from exc
+    log.info("gateway listening on http://%s:%d", settings.host, gateway.port)
+    return gateway
 
 
 async def _first(*waits: Coroutine[Any, Any, object]) -> None:
