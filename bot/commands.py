@@ -6,6 +6,7 @@ import time
 
 from bot.agents.agent import Agent
 from bot.agents.turn import session_key
+from bot.durations import wait_text
 from bot.providers.cooldown import CooldownBook
 from bot.routing import Route
 from bot.sessions.context import unsummarised_tokens
@@ -60,7 +61,7 @@ class CommandHandler:
         chain = []
         for name in agent.chain.names:
             left = self._cooldowns.remaining(name)
-            chain.append(f"{name} (cooling {left:.0f}s)" if left else name)
+            chain.append(f"{name} (cooling, back in {wait_text(left)})" if left else name)
         lines = [
             f"Agent: {agent.display_name} ({agent.id})",
             f"Models: {' → '.join(chain)}",

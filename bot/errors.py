@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.durations import wait_text
+
 
 class PersonaBridgeError(Exception):
     """Root of every error persona-bridge raises on purpose."""
@@ -124,10 +126,10 @@ class AllModelsFailed(PersonaBridgeError):
 
     def user_message(self) -> str:
         """One short sentence a chat user can act on."""
-        if self.retry_in is None or self.retry_in <= 60:
-            return "All models are unavailable right now; try again in a minute."
-        minutes = max(1, round(self.retry_in / 60))
-        return f"All models are unavailable right now; try again in {minutes} min."
+        if self.retry_in is None:
+            return "All models are unavailable right now; try again shortly."
+        # Same words and rounding as /status, which shows the same cooldowns.
+        return f"All models are unavailable right now; try again in {wait_text(self.retry_in)}."
 
 
 class ChannelError(PersonaBridgeError):

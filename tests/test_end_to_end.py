@@ -117,7 +117,8 @@ async def test_all_models_failing_gives_the_user_one_short_sentence(
         fake_telegram.inject_message(ALICE.token, chat_id=5, text="anyone there?")
         [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=5, timeout=30)
         assert await bridge.stop() == 0
-    assert reply.text == "All models are unavailable right now; try again in a minute."
+    # Both entries cool down 30 s after a 500; /status shows the same "30 s".
+    assert reply.text == "All models are unavailable right now; try again in 30 s."
     assert [r.model for r in fake_llm.requests] == ["alice-model-x", "cheap-summary"]
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from bot.agents.agent import Agent
+from bot.commands import CommandHandler
 from bot.config.schema import ChainSpec, ModelEntry
+from bot.durations import wait_text
 from bot.errors import (
     AllModelsFailed,
     ContextWindowExceeded,
@@ -20,6 +24,8 @@ from bot.providers.base import Provider
 from bot.providers.cooldown import CooldownBook
 from bot.providers.dispatcher import ProviderDispatcher
 from bot.providers.fallback import FallbackChain, RoleChains
+from bot.routing import Route
+from bot.sessions.store import SqliteSessionStore
 from bot.testing import EmptyChoices, FakeLLM, Fault, Hang, Malformed, Reply
 from bot.types import ChatMessage, ChatRequest, ChatResponse
 
@@ -296,3 +302,30 @@ async def test_413_is_treated_as_a_context_window_error(
     with pytest.raises(ContextWindowExceeded):
         await chain.chat(ChainSpec(primary="primary", fallbacks=("backup",)), REQUEST)
     assert [r.model for r in fake_llm.requests] == ["primary-id"]
+
+
+async def test_all_failed_sentence_and_status_say_the_same_wait(
+    chain: FallbackChain, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    spec = ChainSpec(primary="primary", fallbacks=("backup",))
+    fake_llm.script("primary-id", Fault(429, retry_after=27.4))
+    fake_llm.script("backup-id", Fault(429, retry_after=90))
+    with pytest.raises(AllModelsFailed) as caught:
+        await chain.chat(spec, REQUEST)
+    assert caught.value.user_message() == (
+        "All models are unavailable right now; try again in 28 s."
+    )
+    agent = Agent("a", "A", "", spec, None, 3)
+    async with SqliteSessionStore(tmp_path / "s.db") as store:
+        status = await CommandHandler(store, chain.cooldowns).answer(
+            "status", agent, Route("console", "local", None, "a")
+        )
+    assert "Models: primary (cooling, back in 28 s) → backup (cooling, back in 2 min)" in status
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.2, "1 s"), (27.0, "27 s"), (59.1, "1 min"), (60, "1 min"), (61, "2 min"), (180, "3 min")],
+)
+def test_wait_text_rounds_up(seconds: float, text: str) -> None:
+    assert wait_text(seconds) == text

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from bot.config.schema import BridgeConfig, ChainSpec, TelegramBot
+from bot.config.schema import CONSOLE_CHANNEL, BridgeConfig, ChainSpec, TelegramBot
 from bot.errors import ConfigProblem
 
 _ROLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -138,21 +138,14 @@ def _check_agents(config: BridgeConfig, models: set[str]) -> list[ConfigProblem]
 
 def _check_channels(config: BridgeConfig) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
+    # No bot at all is valid: `chat` serves console bindings; `run` refuses with one line.
     bots = config.channels.bots()
-    if not bots:
-        problems.append(
-            ConfigProblem(
-                "channels.telegram_bots",
-                "no bot is configured",
-                'add {"id": "...", "token": "${TG_TOKEN}", "allow_from": [...]}',
-            )
-        )
     problems += _duplicates(
         "channels.telegram_bots", "id", [b.id for b in config.channels.telegram_bots]
     )
     problems += _duplicate_tokens(config)
     agent_ids = {a.id for a in config.agents.list}
-    channels = {b.channel for b in bots}
+    channels = {b.channel for b in bots} | {CONSOLE_CHANNEL}
     bound: set[str] = set()
     for index, binding in enumerate(config.bindings):
         path = f"bindings[{index}]"
@@ -169,7 +162,7 @@ def _check_channels(config: BridgeConfig) -> list[ConfigProblem]:
                 ConfigProblem(
                     f"{path}.match.channel",
                     f"unknown channel {binding.match.channel!r}",
-                    f"use one of: {', '.join(sorted(channels)) or '(no bots configured)'}",
+                    f"use one of: {', '.join(sorted(channels))}",
                 )
             )
         bound.add(binding.match.channel)

@@ -32,6 +32,8 @@ DEFAULT_API_BASES = {
 }
 DEFAULT_TELEGRAM_API_BASE = "https://api.telegram.org"
 LEGACY_BOT_ID = "default"
+# The terminal (`persona-bridge chat`): a channel that needs no configuration of its own.
+CONSOLE_CHANNEL = "console"
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
@@ -272,7 +274,7 @@ class BridgeConfig(Section):
     roles: dict[str, Chain]
     agents: Agents
     bindings: tuple[Binding, ...] = Field(min_length=1)
-    channels: Channels
+    channels: Channels = Channels()  # none at all: a console-only config for `chat`
     session: SessionSettings = SessionSettings()
     gateway: GatewaySettings = GatewaySettings()
 
