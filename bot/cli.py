@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First: a reload signal sent while we start must not kill the bridge (see early_signals).
     sighup = HeldSighup()
     args = _parser().parse_args(argv)
+    # A subparser's default would overwrite a value given before the subcommand, so the
+    # two are kept apart and joined here, for every subcommand (init and doctor too).
+    args.config = getattr(args, "config", None) or args.config_before
     if args.command != "run":
         sighup.release()
     from bot.onboarding import commands as onboarding
@@ -56,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, loaded, sighup)
     except StoreError as exc:
         print(f"session store: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # `sessions export | head` closed the pipe: stop quietly. Point stdout at devnull so
+        # the interpreter's final flush does not raise again (Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 
@@ -82,14 +90,20 @@ def _parser() -> argparse.ArgumentParser:
         prog="persona-bridge", description="Several Telegram bots, each a persona on its own LLM."
     )
     parser.add_argument("--version", action="version", version=f"persona-bridge {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # Also accepted before the subcommand; one given after it wins (see main).
+    parser.add_argument("--config", dest="config_before", metavar="PATH", help=CONFIG_HELP)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (
-        ("run", "run the bridge until SIGTERM/SIGINT"),
+        ("run", "run the bridge until SIGTERM/SIGINT; SIGHUP reloads the config"),
         ("check-config", "validate the config and print channel → agent → model chain"),
     ):
-        command = commands.add_parser(name, help=text, description=text)
-        command.add_argument("--config", help=CONFIG_HELP)
-        command.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+        command = _command(commands, name, text)
+        command.add_argument(
+            "--log-level",
+            default="INFO",
+            choices=("DEBUG", "INFO", "WARNING"),
+            help="least severe log lines shown (default INFO)",
+        )
         if name == "run":
             command.add_argument(
                 "--shutdown-grace",
@@ -101,29 +115,48 @@ def _parser() -> argparse.ArgumentParser:
     from bot.onboarding import commands as onboarding
 
     onboarding.register(commands)
-    models = commands.add_parser("models", help="model checks", description="model checks")
-    models_commands = models.add_subparsers(dest="models_command", required=True)
-    check = models_commands.add_parser(
-        "check", help="send one tiny request through every model entry; print latency and ok"
+    models = _command(commands, "models", "check the model entries of the config", config=False)
+    models_commands = models.add_subparsers(dest="models_command", required=True, metavar="{check}")
+    _command(
+        models_commands,
+        "check",
+        "send one tiny request through every model entry; print latency and ok",
     )
-    check.add_argument("--config", help=CONFIG_HELP)
-    chat = commands.add_parser(
-        "chat", help="talk to an agent in the terminal (same router, sessions and models)"
+    chat = _command(
+        commands,
+        "chat",
+        "talk to an agent in the terminal (same router, sessions and models); "
+        "needs no Telegram bot",
     )
-    chat.add_argument("agent_id", metavar="AGENT_ID")
-    chat.add_argument("--config", help=CONFIG_HELP)
-    sessions = commands.add_parser("sessions", help="inspect the session store")
-    sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
-    listing = sessions_commands.add_parser("list", help="every session, archived ones too")
-    show = sessions_commands.add_parser("show", help="one session's messages and summaries")
-    show.add_argument("session_id", type=int, metavar="ID")
-    export = sessions_commands.add_parser("export", help="JSON Lines on stdout")
+    chat.add_argument("agent_id", metavar="AGENT_ID", help="an id from agents.list")
+    sessions = _command(commands, "sessions", "inspect the session store", config=False)
+    sessions_commands = sessions.add_subparsers(
+        dest="sessions_command", required=True, metavar="{list,show,export}"
+    )
+    _command(sessions_commands, "list", "every session, archived ones too")
+    show = _command(sessions_commands, "show", "one session's messages and summaries")
+    show.add_argument("session_id", type=int, metavar="ID", help="a session id from 'list'")
+    export = _command(sessions_commands, "export", "sessions as JSON Lines on stdout")
     which = export.add_mutually_exclusive_group(required=True)
-    which.add_argument("session_id", type=int, nargs="?", metavar="ID")
+    which.add_argument(
+        "session_id", type=int, nargs="?", metavar="ID", help="a session id from 'list'"
+    )
     which.add_argument("--all", action="store_true", help="every session")
-    for command in (listing, show, export):
-        command.add_argument("--config", help=CONFIG_HELP)
     return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    *,
+    config: bool = True,
+) -> argparse.ArgumentParser:
+    """A subcommand with help and description, and ``--config`` unless it has subcommands."""
+    command = commands.add_parser(name, help=text, description=text)
+    if config:
+        command.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    return command
 
 
 def _chat(loaded: LoadedConfig, agent_id: str) -> int:
@@ -157,8 +190,13 @@ async def _sessions(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     from bot.sessions.store import SqliteSessionStore
 
     if not loaded.database.exists():
-        print(f"{loaded.database}: no session database yet", file=sys.stderr)
-        return 1
+        # A fresh install: nothing to list or export yet, which is not an error. Not opened:
+        # opening would create the database.
+        if args.sessions_command == "list":
+            print(inspect.NO_SESSIONS)
+            return 0
+        print(f"{inspect.NO_SESSIONS} ({loaded.database} does not exist)", file=sys.stderr)
+        return 1 if args.sessions_command == "show" else 0
     async with SqliteSessionStore(loaded.database) as store:
         if args.sessions_command == "list":
             return await inspect.list_sessions(store)
@@ -189,6 +227,13 @@ def _run(loaded: LoadedConfig, level: str, grace_s: float, sighup: HeldSighup) -
     from bot.ops.notify import SystemdNotifier
     from bot.ops.service import serve
 
+    if not loaded.config.channels.bots():
+        print(
+            "channels.telegram_bots: no Telegram bot is configured, so `run` has nothing to "
+            "serve — add a bot, or talk in the terminal with `persona-bridge chat AGENT_ID`",
+            file=sys.stderr,
+        )
+        return EX_CONFIG
     app = App(loaded, exclusive=True)
     redactor = logs.configure(level, redactor=app.redactor)
     try:

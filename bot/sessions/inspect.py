@@ -9,6 +9,8 @@ from typing import TextIO
 from bot.sessions.export import export_jsonl
 from bot.sessions.store import SessionInfo, SessionStore
 
+NO_SESSIONS = "no sessions yet"
+
 
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
@@ -22,9 +24,14 @@ def _key(info: SessionInfo) -> str:
     return f"{key.channel}:{key.chat_id}{topic}:{key.agent_id}"
 
 
-async def list_sessions(store: SessionStore, out: TextIO = sys.stdout) -> int:
+async def list_sessions(store: SessionStore, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # looked up now, not at import: tests and redirects replace it
+    sessions = await store.sessions()
+    if not sessions:
+        out.write(NO_SESSIONS + "\n")
+        return 0
     rows = [("id", "session", "state", "messages", "last activity (UTC)")]
-    for info in await store.sessions():
+    for info in sessions:
         rows.append(
             (
                 str(info.id),
@@ -40,7 +47,8 @@ async def list_sessions(store: SessionStore, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-async def show_session(store: SessionStore, session_id: int, out: TextIO = sys.stdout) -> int:
+async def show_session(store: SessionStore, session_id: int, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     info = await store.session_info(session_id)
     out.write(f"session {info.id} {_key(info)} ({'archived' if info.archived else 'active'})\n")
     summaries = {s.covers_up_to: s for s in await store.summaries(session_id)}
@@ -57,8 +65,9 @@ async def show_session(store: SessionStore, session_id: int, out: TextIO = sys.s
 
 
 async def export_sessions(
-    store: SessionStore, session_id: int | None, out: TextIO = sys.stdout
+    store: SessionStore, session_id: int | None, out: TextIO | None = None
 ) -> int:
+    out = out or sys.stdout
     ids = [session_id] if session_id is not None else [s.id for s in await store.sessions()]
     await export_jsonl(store, ids, out)
     return 0
