@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot import __version__
@@ -161,7 +162,7 @@ def _command(
 
 def _chat(loaded: LoadedConfig, agent_id: str) -> int:
     from bot.app import App
-    from bot.channels.console import CHANNEL, ConsoleChannel
+    from bot.channels.console import CHANNEL, ConsoleChannel, state_dir
     from bot.config.schema import Binding, BindingMatch
     from bot.routing import Router
 
@@ -169,19 +170,22 @@ def _chat(loaded: LoadedConfig, agent_id: str) -> int:
     if agent_id not in agents:
         print(f"chat: unknown agent {agent_id!r}; use one of: {', '.join(agents)}", file=sys.stderr)
         return 2
-    console = ConsoleChannel(agents[agent_id].display_name)
+    history: Path | None = None
+    log_file: Path | None = None
+    where = "on this terminal"
+    state = state_dir()
+    try:
+        # Logs go to a file: lines inside the conversation would interrupt it.
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        history, log_file = state / "chat_history", state / "chat.log"
+        where = str(log_file)
+    except OSError as exc:
+        where = f"on this terminal ({exc.strerror}: {state}; no history kept)"
+    console = ConsoleChannel(agents[agent_id].display_name, history=history)
     binding = Binding(agent_id=agent_id, match=BindingMatch(channel=CHANNEL))
     app = App(loaded, channels=lambda _loaded, _inbox: [console], router=Router([binding]))
-    logs.configure("WARNING", redactor=app.redactor)
-
-    async def converse() -> None:
-        await app.start()
-        try:
-            await console.finished.wait()
-        finally:
-            await app.stop()
-
-    asyncio.run(converse())
+    logs.configure("INFO" if log_file else "WARNING", redactor=app.redactor, path=log_file)
+    console.converse(app.start, app.stop, logs=where)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -174,6 +175,7 @@ async def test_chat_command_in_a_pseudo_terminal(tmp_path: Path, fake_llm: FakeL
         ["-m", "bot", "chat", "alice", "--config", str(path)],
         encoding="utf-8",
         timeout=30,
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")},  # history, log
     )
     try:
         await child.expect("you> ", async_=True)

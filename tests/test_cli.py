@@ -14,24 +14,13 @@ import pytest
 
 from bot.cli import EX_CONFIG, _parser, main
 from bot.sessions.store import SessionKey, SqliteSessionStore
+from bot.testing.bridge import console_config
 from bot.types import ChatMessage
 
 
-def console_only_config(tmp_path: Path, llm_base: str = "http://127.0.0.1:9/v1") -> Path:
-    """No Telegram bot at all: one agent bound to the terminal."""
-    config: dict[str, Any] = {
-        "model_list": [{"model_name": "m", "model": "openai/m-id", "api_base": llm_base}],
-        "roles": {"compaction": {"primary": "m"}},
-        "agents": {
-            "defaults": {"model": "m"},
-            "list": [{"id": "alice", "name": "Alice", "persona": "You are Alice."}],
-        },
-        "bindings": [{"agent_id": "alice", "match": {"channel": "console"}}],
-        "session": {"database": "sessions.db"},
-        "gateway": {"port": 0},
-    }
+def console_only_config(tmp_path: Path) -> Path:
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps(console_config(llm_base="http://127.0.0.1:9/v1")))
     return path
 
 

@@ -1,55 +1,82 @@
 """The terminal as a Channel, for ``persona-bridge chat AGENT_ID``.
 
-Lines typed on stdin become messages of the chat ``console/local``; replies are printed.
-The rest — router, sessions, model chains, commands — is exactly what Telegram uses.
+Lines typed become messages of the chat ``console/local``; replies are printed. The rest —
+router, sessions, model chains, commands — is exactly what Telegram uses.
+
+Line editing and history come from the stdlib ``readline``. It blocks, and only on the main
+thread does Ctrl-C reach it as KeyboardInterrupt with the terminal restored, so the
+terminal keeps the main thread and the bridge's event loop runs in a second thread: typed
+lines cross over with ``run_coroutine_threadsafe``, answers come back through ``send``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
+import os
+import signal
 import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import TextIO
 
 from bot.channels.base import Channel, DeliveryLog, InboundMessage, MessageHandler
+from bot.config.schema import CONSOLE_CHANNEL
 
-CHANNEL = "console"
+CHANNEL = CONSOLE_CHANNEL
 CHAT_ID = "local"
+PROMPT = "you> "
 QUIT = ("/quit", "/exit")
+QUIT_HELP = "/quit — leave (Ctrl-D and Ctrl-C leave too)"
+HISTORY_LINES = 1000
+# After /quit or Ctrl-D a running spawned task may finish; after Ctrl-C nothing waits.
+QUIT_GRACE_S = 5.0
+CLEAR_LINE = "\r\x1b[K"
+
+Start = Callable[[], Awaitable[None]]
+Stop = Callable[[float], Awaitable[None]]
+
+
+def state_dir() -> Path:
+    """Where chat keeps its history and log: ``$XDG_STATE_HOME/persona-bridge``."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "persona-bridge"
+
+
+def _load_readline() -> ModuleType | None:
+    try:
+        return importlib.import_module("readline")
+    except ImportError:  # not built on every platform; input() then reads plain lines
+        return None
 
 
 class ConsoleChannel(Channel):
     name = CHANNEL
 
-    def __init__(self, agent_name: str, *, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self, agent_name: str, *, out: TextIO = sys.stdout, history: Path | None = None
+    ) -> None:
         self._agent_name = agent_name
         self._out = out
-        self._reader: asyncio.Task[None] | None = None
-        self.finished = asyncio.Event()  # set on end of input or /quit
-        self._waiting = 0
+        self._history = history
+        # Escape sequences only for a person at a terminal, not for a pipe or a file.
+        self._live = out.isatty()
+        self._readline = _load_readline()
+        self._handler: MessageHandler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()  # the two threads write to one terminal
+        self._pending = 0
+        self._answered = threading.Event()
+        self._at_prompt = False
+
+    # --- the Channel seam, called on the bridge's event loop ---------------------------
 
     async def start(self, handler: MessageHandler) -> None:
-        reader = asyncio.StreamReader()
-        loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        self._write(f"Talking to {self._agent_name}. /new starts over, /quit leaves.\n")
-        self._prompt()
-        self._reader = asyncio.create_task(self._read(reader, handler), name="console input")
-
-    async def _read(self, reader: asyncio.StreamReader, handler: MessageHandler) -> None:
-        try:
-            while line := await reader.readline():
-                text = line.decode(errors="replace").strip()
-                if text in QUIT:
-                    break
-                if not text:
-                    self._prompt()
-                    continue
-                self._waiting += 1
-                await handler(
-                    InboundMessage(channel=CHANNEL, chat_id=CHAT_ID, sender_id="console", text=text)
-                )
-        finally:
-            self.finished.set()
+        self._handler = handler
+        self._loop = asyncio.get_running_loop()
 
     async def send(
         self,
@@ -59,19 +86,162 @@ class ConsoleChannel(Channel):
         topic_id: str | None = None,
         delivery: DeliveryLog | None = None,
     ) -> None:
-        self._write(f"{self._agent_name}> {text}\n")
-        self._waiting = max(0, self._waiting - 1)
-        if not self.finished.is_set() and self._waiting == 0:
-            self._prompt()
+        with self._lock:
+            if self._at_prompt:  # e.g. a spawned task's result while the person types
+                self._write(CLEAR_LINE if self._live else "\n")
+            self._write(f"{self._agent_name}> {text}\n")
+            if self._at_prompt:
+                self._write(PROMPT + self._line_buffer())
+            self._pending = max(0, self._pending - 1)
+            if self._pending == 0:
+                self._answered.set()
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        """Nothing to stop here: reading ends in ``converse`` on the main thread."""
 
-    def _prompt(self) -> None:
-        self._write("you> ")
+    @contextlib.asynccontextmanager
+    async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:
+        if not self._live:
+            yield
+            return
+        with self._lock:
+            self._write(f"{self._agent_name} is thinking…")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._write(CLEAR_LINE)
+
+    # --- the terminal, on the main thread ----------------------------------------------
+
+    def converse(self, start: Start, stop: Stop, *, logs: str) -> None:
+        """Talk until /quit, Ctrl-D or Ctrl-C; the bridge runs meanwhile in a second thread.
+
+        Raises what ``start`` raised (the store cannot open, …) after stopping the thread.
+        """
+        bridge = _BridgeThread(start, stop)
+        grace = QUIT_GRACE_S
+        try:
+            bridge.begin()
+            self._load_history()
+            self._write(
+                f"Talking to {self._agent_name}. /help lists commands, /quit or Ctrl-D leaves."
+                f"\nLogs: {logs}\n"
+            )
+            self._read_lines()
+        except KeyboardInterrupt:
+            self._write("\n")
+            grace = 0.0
+        finally:
+            with _interrupts_ignored():
+                bridge.end(grace)
+                self._save_history()
+
+    def _read_lines(self) -> None:
+        while True:
+            try:
+                self._at_prompt = True
+                line = input(PROMPT)
+            except EOFError:  # Ctrl-D, or the end of piped input
+                self._write("\n")
+                return
+            finally:
+                self._at_prompt = False
+            text = line.strip()
+            if text.lower() in QUIT:
+                return
+            if text:
+                self._submit(text)
+                if text.split()[0].lower() in ("/help", "/start"):
+                    self._write(QUIT_HELP + "\n")
+
+    def _submit(self, text: str) -> None:
+        """Hand one line to the bridge and wait (interruptibly) until it is answered."""
+        handler = self._handler
+        if handler is None or self._loop is None:
+            raise RuntimeError("converse() before the bridge started the console channel")
+        with self._lock:
+            self._pending += 1
+            self._answered.clear()
+        message = InboundMessage(channel=CHANNEL, chat_id=CHAT_ID, sender_id="console", text=text)
+
+        async def deliver() -> None:
+            await handler(message)
+
+        asyncio.run_coroutine_threadsafe(deliver(), self._loop).result()
+        self._answered.wait()
+
+    def _load_history(self) -> None:
+        if self._readline is None or self._history is None:
+            return
+        self._readline.set_history_length(HISTORY_LINES)
+        with contextlib.suppress(OSError):  # none yet, or unreadable: start without
+            self._readline.read_history_file(self._history)
+
+    def _save_history(self) -> None:
+        if self._readline is None or self._history is None:
+            return
+        try:
+            self._readline.write_history_file(self._history)
+            self._history.chmod(0o600)  # what a person typed is theirs alone
+        except OSError:
+            pass  # history is a convenience; losing it must not spoil leaving
+
+    def _line_buffer(self) -> str:
+        return str(self._readline.get_line_buffer()) if self._readline is not None else ""
 
     def _write(self, text: str) -> None:
         self._out.write(text)
         self._out.flush()
+
+
+class _BridgeThread:
+    """The bridge's event loop in a second thread, started and ended from the main one."""
+
+    def __init__(self, start: Start, stop: Stop) -> None:
+        self._start, self._stop = start, stop
+        self._started = threading.Event()
+        self._leave = threading.Event()  # a threading one: set from the main thread any time
+        self._failure: BaseException | None = None
+        self._grace = 0.0
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._serve()), name="bridge", daemon=True
+        )
+
+    def begin(self) -> None:
+        self._thread.start()
+        self._started.wait()
+        if self._failure is not None:
+            self._thread.join()
+            raise self._failure
+
+    def end(self, grace_s: float) -> None:
+        self._grace = grace_s
+        self._leave.set()
+        self._thread.join()
+
+    async def _serve(self) -> None:
+        try:
+            await self._start()
+        except BaseException as exc:
+            self._failure = exc
+            with contextlib.suppress(Exception):  # release what did open; report the cause
+                await self._stop(0.0)
+            return
+        finally:
+            self._started.set()
+        await asyncio.to_thread(self._leave.wait)
+        await self._stop(self._grace)
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """While leaving, a second Ctrl-C must not turn a clean exit into a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 from bot.redaction import BOT_TOKEN, REDACTED, Redactor
 
@@ -43,13 +44,20 @@ class RedactingFilter(logging.Filter):
 
 
 def configure(
-    level: str = "INFO", secrets: Iterable[str] = (), *, redactor: Redactor | None = None
+    level: str = "INFO",
+    secrets: Iterable[str] = (),
+    *,
+    redactor: Redactor | None = None,
+    path: Path | None = None,
 ) -> RedactingFilter:
-    """One line per event on stderr; returns the filter so a reload can add new secrets.
+    """One line per event on stderr, or appended to ``path``; returns the filter so a
+    reload can add new secrets.
 
     Pass the App's ``redactor`` so the logs and what the App serves mask the same secrets.
     """
-    handler = logging.StreamHandler()
+    handler: logging.Handler = (
+        logging.StreamHandler() if path is None else logging.FileHandler(path, encoding="utf-8")
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log_filter = RedactingFilter(secrets, redactor=redactor)
     handler.addFilter(log_filter)

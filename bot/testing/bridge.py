@@ -76,6 +76,21 @@ def bridge_config(
     return config
 
 
+def console_config(*, llm_base: str, database: str = "sessions.db") -> dict[str, Any]:
+    """A config with no Telegram bot at all: agent ``alice`` bound to the terminal."""
+    return {
+        "model_list": [{"model_name": "m", "model": "openai/m-id", "api_base": llm_base}],
+        "roles": {"compaction": {"primary": "m"}},
+        "agents": {
+            "defaults": {"model": "m"},
+            "list": [{"id": "alice", "name": "Alice", "persona": "You are Alice."}],
+        },
+        "bindings": [{"agent_id": "alice", "match": {"channel": "console"}}],
+        "session": {"database": database},
+        "gateway": {"port": 0},
+    }
+
+
 class BridgeProcess:
     """``python -m bot run --config PATH`` as a child; stderr goes to ``log_path``."""
 
