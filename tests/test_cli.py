@@ -35,6 +35,10 @@ def test_config_is_accepted_before_and_after_the_subcommand(
     assert main(later) == 0
     assert main(["--config", str(path), "sessions", "list"]) == 0
     assert f"{path}: OK" in capsys.readouterr().out
+    # The onboarding commands read it from before the subcommand as well.
+    missing = tmp_path / "missing.json"
+    assert main(["--config", str(missing), "doctor"]) == 1
+    assert f"{missing}: config file not found" in capsys.readouterr().out
 
 
 def test_console_only_config_is_valid_and_run_says_there_is_no_bot(
@@ -70,13 +74,15 @@ def test_every_subcommand_has_help_and_usage_shows_no_internal_names(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     commands = _subcommands(_parser())
-    assert {"run", "check-config", "models check", "chat", "sessions list"} <= set(commands)
+    assert {"run", "check-config", "models check", "chat", "sessions list", "doctor"} <= set(
+        commands
+    )
     for name, (help_text, sub) in commands.items():
         assert help_text, name
         assert sub.description, name
         usage = sub.format_help()
         assert "_command" not in usage, usage
-        assert "CONFIG " not in usage, usage  # metavar PATH, not the dest
+        assert "config_before" not in usage, usage
     for argv in (["models"], ["sessions"], []):
         with pytest.raises(SystemExit) as exited:
             main(argv)
