@@ -103,13 +103,17 @@ def test_sessions_on_a_fresh_install(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "sessions.db").exists()  # looking does not create it
 
 
-async def test_sessions_list_on_an_empty_database(
+def test_sessions_list_on_an_empty_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = console_only_config(tmp_path)
-    async with SqliteSessionStore(tmp_path / "sessions.db"):
-        pass
-    assert await asyncio.to_thread(main, ["sessions", "list", "--config", str(path)]) == 0
+
+    async def create() -> None:
+        async with SqliteSessionStore(tmp_path / "sessions.db"):
+            pass
+
+    asyncio.run(create())
+    assert main(["sessions", "list", "--config", str(path)]) == 0
     assert capsys.readouterr().out == "no sessions yet\n"
 
 

@@ -223,10 +223,8 @@ class _BridgeThread:
     async def _serve(self) -> None:
         try:
             await self._start()
-        except BaseException as exc:
+        except BaseException as exc:  # start() closed what it opened; report the cause
             self._failure = exc
-            with contextlib.suppress(Exception):  # release what did open; report the cause
-                await self._stop(0.0)
             return
         finally:
             self._started.set()
