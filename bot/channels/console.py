@@ -71,6 +71,7 @@ class ConsoleChannel(Channel):
         self._pending = 0
         self._answered = threading.Event()
         self._at_prompt = False
+        self._history_loaded = False
 
     # --- the Channel seam, called on the bridge's event loop ---------------------------
 
@@ -174,12 +175,14 @@ class ConsoleChannel(Channel):
     def _load_history(self) -> None:
         if self._readline is None or self._history is None:
             return
+        self._history_loaded = True
         self._readline.set_history_length(HISTORY_LINES)
         with contextlib.suppress(OSError):  # none yet, or unreadable: start without
             self._readline.read_history_file(self._history)
 
     def _save_history(self) -> None:
-        if self._readline is None or self._history is None:
+        # Not loaded (the bridge failed to start): writing would empty the file.
+        if self._readline is None or self._history is None or not self._history_loaded:
             return
         try:
             self._readline.write_history_file(self._history)
