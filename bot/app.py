@@ -22,8 +22,10 @@ from bot.channels.base import Channel, InboundMessage, Inbox
 from bot.channels.telegram import TelegramChannel
 from bot.commands import parse_command
 from bot.config.loader import LoadedConfig, load_config
+from bot.config.schema import BridgeConfig
 from bot.errors import (
     AllModelsFailed,
+    BudgetExhausted,
     ChannelAuthError,
     ChannelError,
     ConfigError,
@@ -46,6 +48,8 @@ from bot.sessions.lock import StoreLock
 from bot.sessions.store import SessionStore, SqliteSessionStore
 from bot.sessions.upkeep import StoreUpkeep
 from bot.types import JSONObject
+from bot.usage.cause import CallCause, charged_to
+from bot.usage.meter import UsageMeter
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +95,11 @@ class App:
         store: SessionStore | None = None,
         router: Router | None = None,
         exclusive: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store or SqliteSessionStore(loaded.database)
+        # Wall-clock time for the usage ledger and budget periods; tests move it.
+        self._clock = clock
+        self.store = store or SqliteSessionStore(loaded.database, clock=clock)
         # ``run`` holds the database alone: two bridges on one SQLite file would both
         # replay the pending inbox and answer it twice.
         self._lock = StoreLock(loaded.database) if exclusive else None
@@ -144,7 +151,29 @@ class App:
             observer=self.metrics,
             moved=self.chat_moves,
             redactor=self.redactor,
+            meter=self._meter,
+            clock=self._clock,
         )
+
+    def _meter(self, config: BridgeConfig) -> UsageMeter:
+        return UsageMeter(
+            self.store, config, clock=self._clock, counters=self.metrics, warn=self._warn_admins
+        )
+
+    async def _warn_admins(self, channel_name: str, text: str) -> None:
+        """A budget warning, as a private message from the persona's own bot to each admin
+        with a numeric id (an @username cannot be written to first)."""
+        channel = self.channels.get(channel_name)
+        admins = [a for a in self.loaded.config.admins if a.isdigit()]
+        if channel is None or not admins:
+            log.warning("budget warning not delivered (no bot or no admin id): %s", text)
+            return
+        for admin in admins:
+            try:
+                await channel.send(admin, text)
+            except ChannelError as exc:
+                log.warning("budget warning to admin %s failed: %s", admin, exc)
+        log.info("budget warning sent to %d admin(s): %s", len(admins), text)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -335,7 +364,9 @@ class App:
         agent = generation.agents[route.agent_id]
         command = parse_command(message.text)
         if command is not None:
-            return await generation.commands.answer(command, agent, route)
+            return await generation.commands.answer(
+                command, agent, route, message.sender_id, message.sender_username
+            )
         if len(message.text) > MAX_INBOUND_CHARS:
             log.warning(
                 "channel=%s chat=%s: message of %d characters refused",
@@ -348,9 +379,15 @@ class App:
                 f"the limit is {MAX_INBOUND_CHARS:,}). Please send it in parts."
             )
         source = None if message.inbox_id is None else f"{message.channel}:{message.inbox_id}"
+        # Every model call of this turn, and the background work it starts, is charged here.
+        cause = CallCause(agent.id, message.sender_id, route.channel, route.chat_id)
         try:
-            async with channel.typing(route.chat_id, route.topic_id):
-                result = await generation.runner.run(agent, route, message.text, source=source)
+            with charged_to(cause):
+                async with channel.typing(route.chat_id, route.topic_id):
+                    result = await generation.runner.run(agent, route, message.text, source=source)
+        except BudgetExhausted as exc:
+            log.warning("turn channel=%s agent=%s: over budget", route.channel, agent.id)
+            return exc.sentence
         except AllModelsFailed as exc:
             log.error("turn channel=%s agent=%s: %s", route.channel, agent.id, exc)
             return exc.user_message()

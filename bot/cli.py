@@ -16,6 +16,7 @@ from bot import __version__
 from bot.errors import ChannelError, ConfigError, PersonaBridgeError, StoreBusy, StoreError
 from bot.ops import logs
 from bot.ops.early_signals import HeldSighup
+from bot.usage import command as usage_command
 
 if TYPE_CHECKING:  # the loader pulls in pydantic: imported once SIGHUP is held
     from bot.config.loader import LoadedConfig
@@ -81,6 +82,8 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig, sighup: HeldSighup
         return asyncio.run(_models_check(loaded))
     if args.command == "sessions":
         return asyncio.run(_sessions(loaded, args))
+    if args.command == "usage":
+        return asyncio.run(usage_command.run(loaded, args))
     if args.command == "chat":
         return _chat(loaded, args.agent_id)
     return _run(loaded, args.log_level, args.shutdown_grace, sighup)
@@ -143,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
         "session_id", type=int, nargs="?", metavar="ID", help="a session id from 'list'"
     )
     which.add_argument("--all", action="store_true", help="every session")
+    usage = _command(commands, "usage", "tokens and cost per agent, user, model or purpose")
+    usage_command.register(usage)
     return parser
 
 

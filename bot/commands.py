@@ -1,8 +1,10 @@
-"""Chat commands every channel understands: /start, /help, /new, /status (SPEC §5)."""
+"""Chat commands every channel understands: /start, /help, /new, /status, /usage (SPEC §5, §12)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from zoneinfo import ZoneInfo
 
 from bot.agents.agent import Agent
 from bot.agents.turn import session_key
@@ -11,8 +13,9 @@ from bot.providers.cooldown import CooldownBook
 from bot.routing import Route
 from bot.sessions.context import unsummarised_tokens
 from bot.sessions.store import SessionStore
+from bot.usage.report import is_admin, usage_reply
 
-COMMANDS = ("start", "help", "new", "status")
+COMMANDS = ("start", "help", "new", "status", "usage")
 
 
 def parse_command(text: str) -> str | None:
@@ -24,11 +27,29 @@ def parse_command(text: str) -> str | None:
 
 
 class CommandHandler:
-    def __init__(self, store: SessionStore, cooldowns: CooldownBook) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        cooldowns: CooldownBook,
+        *,
+        admins: Sequence[str] = (),
+        budget_timezone: str = "UTC",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._cooldowns = cooldowns
+        self._admins = admins
+        self._zone = ZoneInfo(budget_timezone)
+        self._clock = clock
 
-    async def answer(self, command: str, agent: Agent, route: Route) -> str:
+    async def answer(
+        self,
+        command: str,
+        agent: Agent,
+        route: Route,
+        sender_id: str = "",
+        sender_username: str | None = None,
+    ) -> str:
         if command == "start":
             return f"Hi, I'm {agent.display_name}. Just write to me.\n\n{self._help()}"
         if command == "help":
@@ -38,6 +59,16 @@ class CommandHandler:
             if archived is None:
                 return "Nothing to archive; this is already a fresh conversation."
             return "Started a fresh conversation. The old one is archived, not deleted."
+        if command == "usage":
+            return await usage_reply(
+                self._store,
+                agent.id,
+                agent.display_name,
+                sender_id,
+                admin=is_admin(self._admins, sender_id, sender_username),
+                now=self._clock(),
+                zone=self._zone,
+            )
         return await self._status(agent, route)
 
     @staticmethod
@@ -45,6 +76,7 @@ class CommandHandler:
         return (
             "/new — start a fresh conversation (the old one is archived)\n"
             "/status — who answers, on which models, and how big this conversation is\n"
+            "/usage — the tokens you used with me today and this month\n"
             "/help — this list"
         )
 

@@ -15,6 +15,7 @@ the boundary that meets them, with ``raise ... from exc`` so the cause survives:
     │   │   └── ContextWindowExceeded  prompt too long: compact, retry once    → stop
     │   └── ContentRejected          content policy refusal                    → stop
     ├── AllModelsFailed              every candidate of a chain failed this turn
+    ├── BudgetExhausted              a budget rule has no room: no request is made
     ├── ChannelError                 talking to a chat platform failed
     │   ├── ChannelUnavailable       5xx, timeout, connection reset: worth retrying
     │   ├── ChannelAuthError         the bot token was rejected
@@ -130,6 +131,18 @@ class AllModelsFailed(PersonaBridgeError):
             return "All models are unavailable right now; try again shortly."
         # Same words and rounding as /status, which shows the same cooldowns.
         return f"All models are unavailable right now; try again in {wait_text(self.retry_in)}."
+
+
+class BudgetExhausted(PersonaBridgeError):
+    """A matching budget rule (SPEC §12) has no room for this call, so it was not made.
+
+    ``sentence`` is what the user is told; ``retry_in`` is seconds until the period renews.
+    """
+
+    def __init__(self, sentence: str, retry_in: float) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+        self.retry_in = retry_in
 
 
 class ChannelError(PersonaBridgeError):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from bot.agents.agent import Agent, agents_from
@@ -18,6 +19,7 @@ from bot.agents.subagents import SubAgents, TaskJournal
 from bot.agents.turn import TurnRunner
 from bot.commands import CommandHandler
 from bot.config.loader import LoadedConfig
+from bot.config.schema import BridgeConfig
 from bot.providers.cooldown import CooldownBook
 from bot.providers.dispatcher import ProviderDispatcher
 from bot.providers.fallback import ChainObserver, FallbackChain, RoleChains
@@ -25,6 +27,7 @@ from bot.redaction import Redactor
 from bot.routing import Router
 from bot.sessions.compaction import CompactionWorker
 from bot.sessions.store import SessionStore
+from bot.usage.meter import UsageMeter
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,17 @@ class Generation:
         observer: ChainObserver | None = None,
         moved: dict[tuple[str, str], str] | None = None,
         redactor: Redactor | None = None,
+        meter: Callable[[BridgeConfig], UsageMeter] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Generation:
         config = loaded.config
         dispatcher = ProviderDispatcher(config.model_list)
-        chain = FallbackChain(dispatcher, cooldowns, observer=observer)
+        chain = FallbackChain(
+            dispatcher,
+            cooldowns,
+            observer=observer,
+            meter=None if meter is None else meter(config),
+        )
         agents = agents_from(loaded)
         subagents = SubAgents(agents, store, journal, redactor=redactor)
         runner = TurnRunner(chain, store, config.session, compaction, subagents.registry())
@@ -73,7 +83,13 @@ class Generation:
             router=router or Router(config.bindings, moved),
             agents=agents,
             runner=runner,
-            commands=CommandHandler(store, cooldowns),
+            commands=CommandHandler(
+                store,
+                cooldowns,
+                admins=config.admins,
+                budget_timezone=config.budget_timezone,
+                clock=clock,
+            ),
             subagents=subagents,
         )
 

@@ -9,12 +9,14 @@ path as replies: a task cut short by a restart is run again and its result still
 The caller's ``allow_agents`` governs both, self included (SPEC §8): absent → only
 itself; a list → exactly those ids; ``["*"]`` → anyone. Depth ≤ 2, at most 3 running
 per chat, 300 s each. A failure's text is posted to the chat, stored and handed to
-another model, so it is redacted first.
+another model, so it is redacted first. Every call of a sub-task is charged to the persona
+and user whose turn started it (bot.usage.cause), also after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -24,11 +26,12 @@ from typing import ClassVar, Protocol
 
 from bot.agents.agent import Agent
 from bot.agents.tools import Tool, ToolContext, ToolError, ToolRegistry
-from bot.errors import AllModelsFailed, ProviderError
+from bot.errors import AllModelsFailed, BudgetExhausted, ProviderError
 from bot.redaction import Redactor
 from bot.routing import Route
 from bot.sessions.store import SessionKey, SessionStore
 from bot.types import ChatMessage, JSONObject
+from bot.usage.cause import CallCause, charged_to, current_cause
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,8 @@ class SubAgents:
             task.state = "done"
         except TimeoutError:
             task.state, task.result = "timed out", f"gave up after {self._timeout_s:.0f}s"
+        except BudgetExhausted as exc:
+            task.state, task.result = "failed", exc.sentence
         except AllModelsFailed as exc:
             task.state, task.result = "failed", exc.user_message()
         except ProviderError as exc:
@@ -166,6 +171,9 @@ class SubAgents:
             "depth": context.depth,
             "task": text,
         }
+        cause = current_cause()
+        if cause is not None:  # a restart resumes the task charged to the same turn
+            payload["charged_to"] = dataclasses.asdict(cause)
         number = await self._journal.task_started(route, payload)
         task = self._new_task(context, target, f"t{number}")
         self._launch(task, target, text, context, number)
@@ -191,7 +199,8 @@ class SubAgents:
             context = ToolContext(caller, chat_route, session_id, depth)
             task = self._new_task(context, target, f"t{number}")
             log.info("sub-task %s by %s: resumed after a restart", task.id, target.id)
-            self._launch(task, target, str(payload.get("task", "")), context, number)
+            with charged_to(_cause_of(payload.get("charged_to"))):  # the new task copies it
+                self._launch(task, target, str(payload.get("task", "")), context, number)
             return
         self._background.add(job)
         job.add_done_callback(self._background.discard)
@@ -235,6 +244,16 @@ class SubAgents:
             f"{t.id}: {t.agent_id} for {t.caller_id}, {t.state}, {now - t.started:.0f}s"
             for t in mine[-10:]
         )
+
+
+def _cause_of(stored: object) -> CallCause | None:
+    """The cause a spawned task was started under, as its journal row stored it."""
+    if not isinstance(stored, dict):
+        return None
+    try:
+        return CallCause(**{k: str(v) for k, v in stored.items()})
+    except TypeError:
+        return None
 
 
 def _chat(route: Route) -> tuple[str, str, str | None]:

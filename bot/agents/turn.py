@@ -27,6 +27,7 @@ from bot.sessions.context import (
 )
 from bot.sessions.store import SessionKey, SessionStore
 from bot.types import ChatMessage, ChatRequest, ChatResponse
+from bot.usage.cause import SUBAGENT, TOOL, TURN, for_purpose
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ class TurnRunner:
         context = ToolContext(agent, route, session_id, depth)
         rounds = 0
         while True:
-            response, history_tokens = await self._ask(agent, session_id)
+            purpose = SUBAGENT if depth > 0 else (TOOL if rounds else TURN)
+            with for_purpose(purpose):
+                response, history_tokens = await self._ask(agent, session_id)
             await self._store.append(
                 session_id,
                 ChatMessage(

@@ -59,6 +59,7 @@ COMMANDS = (
     BotCommand("help", "what I can do"),
     BotCommand("new", "start a fresh conversation"),
     BotCommand("status", "agent, models and session size"),
+    BotCommand("usage", "tokens you used today and this month"),
 )
 
 

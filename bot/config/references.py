@@ -22,7 +22,21 @@ def check_references(config: BridgeConfig) -> list[ConfigProblem]:
     problems += _check_agents(config, set(models))
     problems += _check_channels(config)
     problems += _check_budgets(config)
+    problems += _check_usage_budgets(config)
     return problems
+
+
+def _check_usage_budgets(config: BridgeConfig) -> list[ConfigProblem]:
+    agent_ids = [a.id for a in config.agents.list]
+    return [
+        ConfigProblem(
+            f"budgets[{index}].agent",
+            f"unknown agent {rule.agent!r}",
+            f'use one of: {", ".join(agent_ids)}, or "*"',
+        )
+        for index, rule in enumerate(config.budgets)
+        if rule.agent != "*" and rule.agent not in agent_ids
+    ]
 
 
 def _check_budgets(config: BridgeConfig) -> list[ConfigProblem]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
 HTTP_PROTOCOLS = ("openai", "anthropic", "openrouter", "ollama")
@@ -92,6 +94,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ModelPrice(Section):
+    """What one entry costs, in USD per million tokens (SPEC §12)."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
 class ModelEntry(Section):
     """One model_list entry: how to reach one model. The dispatcher keys providers on it."""
 
@@ -101,6 +110,7 @@ class ModelEntry(Section):
     api_base: str | None = None
     strict_compat: bool = False
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    price: ModelPrice | None = None
 
     @field_validator("model")
     @classmethod
@@ -267,6 +277,34 @@ class GatewaySettings(Section):
     port: int = Field(default=18790, ge=0, le=65535)
 
 
+class BudgetRule(Section):
+    """A ceiling on usage per calendar period (SPEC §12). ``"*"`` matches anyone, and the
+    rule's allowance is then shared by everything it matches (``agent: "*", user: "*"`` caps
+    the whole deployment)."""
+
+    agent: IdText = "*"
+    user: IdText = "*"
+    period: Literal["day", "week", "month"]
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> BudgetRule:
+        if self.max_tokens is None and self.max_cost_usd is None:
+            raise ValueError("a budget needs max_tokens, max_cost_usd or both")
+        return self
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not a known time zone; write e.g. 'UTC' or 'Europe/Berlin'"
+        ) from None
+    return value
+
+
 class BridgeConfig(Section):
     """The whole configuration. Environment overrides are merged in by the loader (SPEC §4)."""
 
@@ -277,6 +315,9 @@ class BridgeConfig(Section):
     channels: Channels = Channels()  # none at all: a console-only config for `chat`
     session: SessionSettings = SessionSettings()
     gateway: GatewaySettings = GatewaySettings()
+    admins: tuple[IdText, ...] = ()
+    budgets: tuple[BudgetRule, ...] = ()
+    budget_timezone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
 
     def model_entry(self, name: str) -> ModelEntry:
         return next(m for m in self.model_list if m.model_name == name)

@@ -15,6 +15,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 
 import bot.errors as err
+from bot.sessions.usage import UsageRow
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,15 @@ class BridgeMetrics:
             "fallbacks_total", "Moves from one model to the next.", "from_model", "to_model"
         )
         self.compactions = self._counter("compactions_total", "Compactions by outcome.", "outcome")
+        self.tokens = self._counter(
+            "tokens_total",
+            "Tokens of answered model calls (kind: prompt or completion; estimated ones too).",
+            "agent", "model", "purpose", "kind",
+        )  # fmt: skip
+        self.cost_usd = self._counter(
+            "cost_usd_total", "USD spent, from the model entries' prices.", "agent", "model",
+            "purpose",
+        )  # fmt: skip
         self.inbox_backlog = self._gauge("inbox_backlog", "Admitted updates not yet answered.")
         self.bots_polling = self._gauge("bots_polling", "Bots whose long poll currently works.")
         self.model_cooldown_seconds = self._gauge(
@@ -125,6 +135,14 @@ class BridgeMetrics:
 
     def fell_back(self, from_model: str, to_model: str) -> None:
         self.fallbacks.labels(from_model=from_model, to_model=to_model).inc()
+
+    # The UsageMeter's counters (bot.usage.meter.UsageCounters).
+    def used(self, agent: str, model: str, purpose: str, row: UsageRow) -> None:
+        labels = {"agent": agent, "model": model, "purpose": purpose}
+        self.tokens.labels(**labels, kind="prompt").inc(row.prompt_tokens)
+        self.tokens.labels(**labels, kind="completion").inc(row.completion_tokens)
+        if row.cost_usd is not None:
+            self.cost_usd.labels(**labels).inc(row.cost_usd)
 
     def set_cooldowns(self, snapshot: Mapping[str, float]) -> None:
         """Mirrors ``CooldownBook.snapshot()``; a model seen before and now free reads 0."""

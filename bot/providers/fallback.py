@@ -9,6 +9,8 @@
 - A provider that fails with anything but a ``ProviderError`` has a bug; the failure is
   logged with its traceback and treated as ``InvalidResponse``, so the turn fails over
   instead of crashing (and re-crashing on every replay of the update).
+- Every request passes the ``UsageMeter`` (when one is set): budgets before, a usage row
+  after. This is the one place model calls are metered.
 - Once streamed text reached the user, no other model is tried: the reply would be stitched
   from two models.
 """
@@ -32,6 +34,7 @@ from bot.providers.base import Provider
 from bot.providers.cooldown import CooldownBook
 from bot.providers.dispatcher import ProviderDispatcher
 from bot.types import ChatRequest, ChatResponse
+from bot.usage.meter import UsageMeter
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,10 @@ class FallbackChain:
         *,
         max_attempts: int | None = None,
         observer: ChainObserver | None = None,
+        meter: UsageMeter | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self._meter = meter
         self.cooldowns = cooldowns or CooldownBook()
         self._max_attempts = max_attempts  # None: the whole chain
         self._observer = observer
@@ -82,13 +87,15 @@ class FallbackChain:
         for name in self._order(chain, reasons):
             if attempts == self._max_attempts:
                 break
+            # Budgets are checked before every request (BudgetExhausted: none is made).
+            sent = request if self._meter is None else await self._meter.admit(name, request)
             attempts += 1
             if previous is not None and self._observer is not None:
                 self._observer.fell_back(previous, name)
             previous = name
             provider = await self.dispatcher.get(name)
             try:
-                response = await _guarded_chat(provider, request, name)
+                response = await _guarded_chat(provider, sent, name)
             except ProviderError as exc:
                 exc.model_name = exc.model_name or name
                 if self._observer is not None:
@@ -104,6 +111,8 @@ class FallbackChain:
             if self._observer is not None:
                 self._observer.attempted(name, None)
             self.cooldowns.record_success(name)
+            if self._meter is not None:
+                await self._meter.record(name, sent, response)
             return response
         raise AllModelsFailed(reasons, retry_in=self._soonest(chain))
 

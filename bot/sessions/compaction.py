@@ -6,22 +6,25 @@ reply is never delayed. A summary covers everything but the last ``keep_recent_m
 summary, and is committed only if the model produced one, whole: a summary cut at the token
 limit would silently lose the facts it never reached, so it counts as a failure. Failures
 leave history untouched and retry with backoff; until a summary lands, the context builder
-keeps prompts bounded by leaving out the oldest turns.
+keeps prompts bounded by leaving out the oldest turns. A summary is charged to the persona
+and user whose turn asked for it; over their budget it is postponed to the next period.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 from bot.config.schema import SessionSettings
-from bot.errors import AllModelsFailed, ProviderError, StoreError
+from bot.errors import AllModelsFailed, BudgetExhausted, ProviderError, StoreError
 from bot.providers.fallback import RoleChains
 from bot.sessions.store import SessionStore, StoredMessage
 from bot.types import ChatMessage, ChatRequest
+from bot.usage.cause import COMPACTION, NOBODY, CallCause, charged_to, current_cause
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class CompactionWorker:
         self._failures: dict[int, int] = {}
         self._not_before: dict[int, float] = {}
         self._retries: set[asyncio.TimerHandle] = set()
+        # Who the summary is charged to: the turn that asked for it (bot.usage.cause).
+        self._causes: dict[int, CallCause] = {}
         self._task: asyncio.Task[None] | None = None
 
     def use_roles(self, roles: RoleChains) -> None:
@@ -86,6 +91,9 @@ class CompactionWorker:
 
     def request(self, session_id: int) -> None:
         """Queue a job now, e.g. after a provider said the context window was exceeded."""
+        cause = current_cause()
+        if cause is not None:
+            self._causes[session_id] = cause
         if session_id not in self._queued:
             self._queued.add(session_id)
             self._queue.put_nowait(session_id)
@@ -118,8 +126,22 @@ class CompactionWorker:
         )
         if self._roles is None:
             raise RuntimeError("CompactionWorker.use_roles() was not called")
+        cause = dataclasses.replace(self._causes.get(session_id, NOBODY), purpose=COMPACTION)
         try:
-            response = await self._roles.chat(ROLE, request)
+            with charged_to(cause):
+                response = await self._roles.chat(ROLE, request)
+        except BudgetExhausted as exc:
+            # Not run over budget, not dropped: tried again once the period renews.
+            log.warning(
+                "compaction of session %d postponed %.0fs: agent %s / user %s is over budget",
+                session_id,
+                exc.retry_in,
+                cause.agent_id,
+                cause.user_id,
+            )
+            self._observe("postponed")
+            self._schedule_retry(session_id, at_least=exc.retry_in)
+            return
         except (AllModelsFailed, ProviderError) as exc:
             log.warning("compaction of session %d failed: %s", session_id, exc)
             self._observe("failed")
@@ -149,6 +171,7 @@ class CompactionWorker:
             return
         self._failures.pop(session_id, None)
         self._not_before.pop(session_id, None)
+        self._causes.pop(session_id, None)
         self._observe("ok")
         log.info(
             "compaction session=%d summarised %d messages up to #%d model=%s",
@@ -158,9 +181,9 @@ class CompactionWorker:
             response.model_name,
         )
 
-    def _schedule_retry(self, session_id: int) -> None:
+    def _schedule_retry(self, session_id: int, at_least: float = 0.0) -> None:
         failures = self._failures[session_id] = self._failures.get(session_id, 0) + 1
-        delay = min(FIRST_RETRY_S * 2 ** (failures - 1), MAX_RETRY_S)
+        delay = max(min(FIRST_RETRY_S * 2 ** (failures - 1), MAX_RETRY_S), at_least)
         self._not_before[session_id] = self._clock() + delay
         loop = asyncio.get_running_loop()
 

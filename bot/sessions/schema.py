@@ -146,6 +146,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    # Version 6 is taken by pairing on its own branch; this placeholder keeps the numbers
+    # gapless until the two are merged (it then gives way to pairing's migration).
+    Migration(6, "reserved for pairing approvals", ()),
+    Migration(
+        7,
+        "usage ledger: one row per model call, and the budget warnings already sent",
+        (
+            # cost_usd NULL: the model entry has no price. estimated 1: the provider gave
+            # no token counts, so they were estimated from the text.
+            """CREATE TABLE usage (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at REAL NOT NULL,
+                agent_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                chat_id TEXT NOT NULL,
+                model_name TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                prompt_tokens INTEGER NOT NULL,
+                completion_tokens INTEGER NOT NULL,
+                cost_usd REAL,
+                estimated INTEGER NOT NULL DEFAULT 0
+            )""",
+            # A budget rule filters on an agent, a user, or neither, then on the period:
+            # each has an index ending in the time, so the check is a range scan.
+            "CREATE INDEX usage_agent_at ON usage (agent_id, at)",
+            "CREATE INDEX usage_user_at ON usage (user_id, at)",
+            "CREATE INDEX usage_at ON usage (at)",
+            """CREATE TABLE usage_warnings (
+                key TEXT PRIMARY KEY,
+                at REAL NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

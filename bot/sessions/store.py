@@ -33,6 +33,7 @@ from bot.sessions.inbox import InboxRow as InboxRow
 from bot.sessions.inbox import InboxStore, SqliteInbox
 from bot.sessions.schema import clean_text, decode_tool_calls, encode_tool_calls, migrate, to_json
 from bot.sessions.upkeep import OpenedFile
+from bot.sessions.usage import SqliteUsage, UsageStore
 from bot.types import ChatMessage, Usage
 
 
@@ -81,7 +82,7 @@ class SessionInfo:
     last_activity: float | None
 
 
-class SessionStore(InboxStore):
+class SessionStore(InboxStore, UsageStore):
     """Conversation memory and durable inbox. Raises only ``bot.errors.StoreError``."""
 
     @abstractmethod
@@ -230,7 +231,7 @@ def _key_params(key: SessionKey) -> tuple[str, str, str | None, str]:
     return (key.channel, key.chat_id, key.topic_id, key.agent_id)
 
 
-class SqliteSessionStore(SqliteInbox, SessionStore):
+class SqliteSessionStore(SqliteInbox, SqliteUsage, SessionStore):
     """The default store: one SQLite file in WAL mode; ``":memory:"`` works for tests."""
 
     def __init__(
