@@ -20,6 +20,7 @@ from bot.errors import (
 )
 from bot.ops.metrics import OUTCOMES, BridgeMetrics, outcome_of
 from bot.providers.fallback import CoolingDown
+from bot.sessions.usage import UsageRow
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -51,6 +52,9 @@ def test_bridge_metrics_names_types_and_moving_counters() -> None:
     metrics.inbox_backlog.set(7)
     metrics.bots_polling.set(2)
     metrics.set_cooldowns({"gpt": 12.5})
+    row = UsageRow(0.0, "alice", "1", "c", "1", "gpt", "tool", 100, 20, 0.003)
+    metrics.used("alice", "gpt", "tool", row)
+    metrics.used("alice", "gpt", "tool", row)
 
     types, samples = parse(metrics.render())
 
@@ -66,7 +70,13 @@ def test_bridge_metrics_names_types_and_moving_counters() -> None:
         "persona_bridge_model_cooldown_seconds": "gauge",
         "persona_bridge_up": "gauge",
         "persona_bridge_store_file_ok": "gauge",
+        "persona_bridge_tokens": "counter",
+        "persona_bridge_cost_usd": "counter",
     }
+    labels = {"agent": "alice", "model": "gpt", "purpose": "tool"}
+    assert samples[key("persona_bridge_tokens_total", **labels, kind="prompt")] == 200
+    assert samples[key("persona_bridge_tokens_total", **labels, kind="completion")] == 40
+    assert samples[key("persona_bridge_cost_usd_total", **labels)] == pytest.approx(0.006)
     assert samples[key("persona_bridge_messages_in_total", bot="telegram-alice")] == 3
     assert samples[key("persona_bridge_messages_out_total", bot="telegram-bob")] == 1
     ok = key("persona_bridge_model_requests_total", model="gpt", outcome="ok")

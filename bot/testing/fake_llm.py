@@ -177,6 +177,15 @@ class RecordedRequest:
     tool_result: str | None = None  # content of a trailing tool result, if the last message is one
 
 
+@dataclass(frozen=True)
+class ReportedUsage:
+    """The token counts the fake put in one answer's ``usage``."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
 Behaviour: TypeAlias = (
     Reply
     | ToolCall
@@ -302,6 +311,9 @@ class FakeLLM:
         self._arrived = asyncio.Condition()
         self._stopping = asyncio.Event()
         self.requests: list[RecordedRequest] = []
+        # The token counts sent with every whole answer, in order: what a usage ledger
+        # should add up to.
+        self.usage_reported: list[ReportedUsage] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -376,6 +388,7 @@ class FakeLLM:
         self._queues.clear()
         self._defaults.clear()
         self.requests.clear()
+        self.usage_reported.clear()
 
     def requests_for(self, model: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.model == model]
@@ -523,8 +536,8 @@ class FakeLLM:
             )
         return await self._respond(request, shape, recorded, behaviour, prompt_tokens)
 
-    @staticmethod
     async def _respond(
+        self,
         request: web.Request,
         shape: _WireFormat,
         recorded: RecordedRequest,
@@ -538,6 +551,9 @@ class FakeLLM:
             tool_name, tool_id = behaviour.name, behaviour.call_id
             raw = behaviour.arguments
             arguments = raw if isinstance(raw, str) else json.dumps(raw)
+        completion_tokens = (len(behaviour.text) + len(arguments)) // 4 + 1
+        if not isinstance(behaviour, GarbageUsage | Unterminated):
+            self.usage_reported.append(ReportedUsage(model, prompt_tokens, completion_tokens))
         stop_reason = None
         if isinstance(behaviour, Truncated):
             stop_reason = "length" if shape is _OPENAI else "max_tokens"
@@ -550,7 +566,7 @@ class FakeLLM:
             tool_id=tool_id,
             tool_arguments=arguments,
             prompt_tokens=prompt_tokens,
-            completion_tokens=(len(behaviour.text) + len(arguments)) // 4 + 1,
+            completion_tokens=completion_tokens,
             stop_reason=stop_reason,
             raw_usage=behaviour.value if isinstance(behaviour, GarbageUsage) else None,
             terminate=not isinstance(behaviour, Unterminated),
