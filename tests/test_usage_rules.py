@@ -17,7 +17,7 @@ from bot.sessions.store import SqliteSessionStore
 from bot.sessions.usage import UsageRow
 from bot.testing import bridge_config
 from bot.testing.bridge import BotPlan
-from bot.types import ChatMessage, ChatRequest
+from bot.types import ChatMessage, ChatRequest, ChatResponse, Usage
 from bot.usage.cause import CallCause, charged_to
 from bot.usage.meter import UsageMeter, request_tokens
 from bot.usage.periods import period_at
@@ -63,6 +63,8 @@ def _config(tmp_path: Path, **extra: Any) -> dict[str, Any]:
          "budgets[0].agent", "unknown agent"),
         ({"budgets": [{"agent": "*", "period": "day"}]}, "budgets[0]", "max_tokens"),
         ({"budgets": [{"period": "fortnight", "max_tokens": 5}]}, "budgets[0].period", "day"),
+        ({"budgets": [{"user": "@friend", "period": "day", "max_tokens": 5}]},
+         "budgets[0].user", "numeric Telegram user id"),
         ({"budget_timezone": "Mars/Olympus"}, "budget_timezone", "time zone"),
         ({"model_list": [{"model_name": "m", "model": "openai/x", "price": {"input": 1}}]},
          "model_list[0].price", ""),
@@ -104,3 +106,21 @@ async def test_cost_rules_clamp_output_by_price_and_refuse_when_spent(tmp_path: 
     assert caught.value.sentence == (
         "You have used this month's allowance with Alice; it renews in 12 days."
     )
+
+
+async def test_a_call_without_reported_usage_is_estimated_and_marked(tmp_path: Path) -> None:
+    loaded = BridgeConfig.model_validate(_config(tmp_path))
+    request = ChatRequest(system="s" * 40, messages=(ChatMessage("user", "u" * 400),))
+    answer = ChatResponse(text="a" * 200, usage=Usage(), model_name="m-alice")
+    async with SqliteSessionStore(":memory:") as store:
+        meter = UsageMeter(store, loaded, clock=lambda: 1000.0)
+        with charged_to(CallCause("alice", "7", "c", "7", purpose="vision")):
+            await meter.record("m-alice", request, answer)
+        [(_, total)] = await store.usage_summary(0)
+        [(key, _)] = await store.usage_summary(0, by=("purpose",))
+    assert total.estimated_calls == 1
+    assert total.prompt_tokens == request_tokens(request)  # 10 + 4 + 100
+    assert total.prompt_tokens == 114
+    assert total.completion_tokens == 54  # 50 + the per-message overhead
+    assert total.priced_calls == 0  # the entry has no price: no cost, not $0
+    assert key == ("vision",)

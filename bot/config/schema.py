@@ -288,6 +288,14 @@ class BudgetRule(Section):
     max_tokens: int | None = Field(default=None, gt=0)
     max_cost_usd: float | None = Field(default=None, gt=0)
 
+    @field_validator("user")
+    @classmethod
+    def _a_user_id(cls, value: str) -> str:
+        # Usage is recorded under the numeric id: an @username would never match a call.
+        if value != "*" and not _USER_ID.fullmatch(value):
+            raise ValueError(f'{value!r}: budgets name a numeric Telegram user id or "*"')
+        return value
+
     @model_validator(mode="after")
     def _a_limit(self) -> BudgetRule:
         if self.max_tokens is None and self.max_cost_usd is None:
