@@ -223,38 +223,40 @@ async def test_without_budgets_requests_carry_no_max_tokens(
     assert "max_tokens" not in fake_llm.requests[0].body
 
 
-async def _seeded(tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM) -> Path:
-    config = _config(fake_telegram, fake_llm, [ALICE, BOB])
+def _seeded(tmp_path: Path) -> Path:
+    """A config and a ledger with known rows, for the CLI (which runs its own event loop)."""
+    config = bridge_config(
+        telegram_base="http://127.0.0.1:9", llm_base="http://127.0.0.1:9/v1", bots=[ALICE, BOB]
+    )
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     now = datetime.now(UTC).timestamp()
-    async with SqliteSessionStore(tmp_path / "sessions.db") as store:
-        for agent, model, tokens, cost in (
-            ("alice", "m-alice", 100, 0.5),
-            ("alice", "m-alice", 50, 0.25),
-            ("bob", "m-bob", 30, None),
-            ("bob", "cheap", 7, 0.01),
-        ):
-            await store.usage_add(
-                UsageRow(
-                    now - 60, agent, "501", "telegram-x", "501", model, "turn", tokens, 1, cost
+
+    async def seed() -> None:
+        async with SqliteSessionStore(tmp_path / "sessions.db") as store:
+            for agent, model, tokens, cost in (
+                ("alice", "m-alice", 100, 0.5),
+                ("alice", "m-alice", 50, 0.25),
+                ("bob", "m-bob", 30, None),
+                ("bob", "cheap", 7, 0.01),
+            ):
+                await store.usage_add(
+                    UsageRow(
+                        now - 60, agent, "501", "telegram-x", "501", model, "turn", tokens, 1, cost
+                    )
                 )
-            )
-        old = UsageRow(now - 10 * 86400, "alice", "501", "t", "501", "m-alice", "turn", 999, 1)
-        await store.usage_add(old)
+            old = UsageRow(now - 10 * 86400, "alice", "501", "t", "501", "m-alice", "turn", 999, 1)
+            await store.usage_add(old)
+
+    asyncio.run(seed())
     return path
 
 
-async def test_usage_cli_prints_a_table_by_agent_and_model(
-    tmp_path: Path,
-    fake_telegram: FakeTelegram,
-    fake_llm: FakeLLM,
-    capsys: pytest.CaptureFixture[str],
+def test_usage_cli_prints_a_table_by_agent_and_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = await _seeded(tmp_path, fake_telegram, fake_llm)
-    code = await asyncio.to_thread(
-        main, ["usage", "--config", str(path), "--since", "7d", "--by", "agent,model"]
-    )
+    path = _seeded(tmp_path)
+    code = main(["usage", "--config", str(path), "--since", "7d", "--by", "agent,model"])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     assert out[0].split() == [
@@ -266,16 +268,9 @@ async def test_usage_cli_prints_a_table_by_agent_and_model(
     assert len(out) == 4  # the row from ten days ago is outside --since 7d
 
 
-async def test_usage_cli_json_parses(
-    tmp_path: Path,
-    fake_telegram: FakeTelegram,
-    fake_llm: FakeLLM,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    path = await _seeded(tmp_path, fake_telegram, fake_llm)
-    code = await asyncio.to_thread(
-        main, ["usage", "--config", str(path), "--by", "agent,user,purpose", "--json"]
-    )
+def test_usage_cli_json_parses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _seeded(tmp_path)
+    code = main(["usage", "--config", str(path), "--by", "agent,user,purpose", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data[0] == {
@@ -286,14 +281,11 @@ async def test_usage_cli_json_parses(
     assert data[1]["cost_usd"] == 0.01
 
 
-async def test_usage_cli_refuses_an_unknown_grouping_in_one_line(
-    tmp_path: Path,
-    fake_telegram: FakeTelegram,
-    fake_llm: FakeLLM,
-    capsys: pytest.CaptureFixture[str],
+def test_usage_cli_refuses_an_unknown_grouping_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = await _seeded(tmp_path, fake_telegram, fake_llm)
-    code = await asyncio.to_thread(main, ["usage", "--config", str(path), "--by", "agnet"])
+    path = _seeded(tmp_path)
+    code = main(["usage", "--config", str(path), "--by", "agnet"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert "\n" not in err
