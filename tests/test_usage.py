@@ -18,7 +18,15 @@ from bot.cli import main
 from bot.config.loader import load_config
 from bot.sessions.store import SqliteSessionStore
 from bot.sessions.usage import UsageRow
-from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Reply, ToolCall, bridge_config
+from bot.testing import (
+    BridgeProcess,
+    FakeLLM,
+    FakeTelegram,
+    Reply,
+    Slow,
+    ToolCall,
+    bridge_config,
+)
 from bot.testing.bridge import BotPlan
 
 ALICE = BotPlan(
@@ -339,3 +347,26 @@ async def test_compaction_over_budget_is_postponed_and_logged_not_run(
     [line] = [line for line in postponed.lines if "postponed" in line]
     assert line.startswith("compaction of session 1 postponed")
     assert line.endswith("agent alice / user 501 is over budget")
+
+
+async def test_a_spawn_resumed_after_kill_9_is_still_charged_to_its_turn(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    config = _config(fake_telegram, fake_llm, [ALICE, BOB])
+    config["agents"]["list"][0]["allow_agents"] = ["bob"]
+    config["channels"]["telegram_bots"][0]["group_policy"] = "all"
+    fake_llm.script("alice-llm", ToolCall("spawn", {"task": "slow research", "agent_id": "bob"}))
+    fake_llm.script("bob-llm", Slow(600))
+    bridge = BridgeProcess.write(tmp_path, config)
+    await bridge.start_polling(fake_telegram, ALICE.token, BOB.token)
+    fake_telegram.inject_message(ALICE.token, chat_id=-100555, text="research", user_id=42,
+                                 chat_type="group")  # fmt: skip
+    await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=-100555, timeout=30)
+    await fake_llm.wait_for_requests(1, model="bob-llm", timeout=30)
+    await bridge.kill()
+    await bridge.start_polling(fake_telegram, ALICE.token, BOB.token)
+    await fake_telegram.wait_for_sent(ALICE.token, 2, chat_id=-100555, timeout=30)
+    await bridge.wait_for_log(r"sub-task t1 by bob for alice: done")
+    assert await bridge.stop() == 0
+    [by_bob] = [row for row in _rows(tmp_path / "sessions.db") if row[3] == "m-bob"]
+    assert by_bob[:5] == ("alice", "42", "-100555", "m-bob", "subagent")
