@@ -1,7 +1,7 @@
 """How long a person has to wait, written the same way wherever they read it.
 
-The all-models-failed sentence, ``/status`` and the budget sentence all say it; one function keeps them from
-disagreeing ("a minute" in one place, "27s" in the other).
+The all-models-failed sentence, ``/status`` and the budget sentence all say it; one function
+keeps them from disagreeing ("a minute" in one place, "27s" in the other).
 """
 
 from __future__ import annotations

@@ -325,7 +325,18 @@ async def test_all_failed_sentence_and_status_say_the_same_wait(
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.2, "1 s"), (27.0, "27 s"), (59.1, "1 min"), (60, "1 min"), (61, "2 min"), (180, "3 min")],
+    [
+        (0.2, "1 s"),
+        (27.0, "27 s"),
+        (59.1, "1 min"),
+        (60, "1 min"),
+        (61, "2 min"),
+        (180, "3 min"),
+        (3600, "1 h"),
+        (5 * 3600 - 30, "5 h"),
+        (47 * 3600 + 1, "48 h"),
+        (48 * 3600, "2 days"),
+    ],
 )
 def test_wait_text_rounds_up(seconds: float, text: str) -> None:
     assert wait_text(seconds) == text
