@@ -124,3 +124,22 @@ async def test_a_call_without_reported_usage_is_estimated_and_marked(tmp_path: P
     assert total.completion_tokens == 54  # 50 + the per-message overhead
     assert total.priced_calls == 0  # the entry has no price: no cost, not $0
     assert key == ("vision",)
+
+
+async def test_a_summary_is_postponed_rather_than_clamped_short(tmp_path: Path) -> None:
+    rule = {"user": "7", "period": "day", "max_tokens": 3000}
+    loaded = BridgeConfig.model_validate(_config(tmp_path, budgets=[rule]))
+    now = _at(ZoneInfo("UTC"), 2026, 5, 20, 18)
+    request = ChatRequest(system="s", messages=(ChatMessage("user", "x" * 400),), max_tokens=1024)
+    async with SqliteSessionStore(":memory:") as store:
+        meter = UsageMeter(store, loaded, clock=lambda: now)
+        await store.usage_add(UsageRow(now, "alice", "7", "c", "7", "m-alice", "turn", 2000, 0))
+        with charged_to(CallCause("alice", "7", "c", "7", purpose="turn")):
+            turn = await meter.admit("m-alice", request)  # a person is waiting: clamped
+        with (
+            charged_to(CallCause("alice", "7", "c", "7", purpose="compaction")),
+            pytest.raises(BudgetExhausted) as caught,
+        ):
+            await meter.admit("m-alice", request)
+    assert turn.max_tokens == 1000 - request_tokens(request)
+    assert caught.value.retry_in == 6 * 3600

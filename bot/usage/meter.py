@@ -26,11 +26,13 @@ from bot.errors import BudgetExhausted, StoreError
 from bot.sessions.context import estimate_tokens, message_tokens
 from bot.sessions.usage import UsageRow, UsageStore, UsageTotal
 from bot.types import ChatMessage, ChatRequest, ChatResponse
-from bot.usage.cause import NOBODY, CallCause, current_cause
+from bot.usage.cause import COMPACTION, NOBODY, CallCause, current_cause
 from bot.usage.periods import Period, exhausted_sentence, period_at
 
 log = logging.getLogger(__name__)
 
+# Purposes that no person waits for: postponed rather than clamped.
+BACKGROUND = (COMPACTION,)
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
 WARN_LEVELS = (1.0, 0.8)  # highest first: one call crossing both sends only the higher
 # Warn the admins through ``channel`` (the bot the turn came through) with ``text``.
@@ -118,9 +120,14 @@ class UsageMeter:
         full: list[RuleState] = []
         for state in states:
             left = _output_room(state, price, prompt)
-            if left is not None and left <= 0:
+            if left is None:
+                continue
+            # Background work asks for what it needs to finish: a summary cut short by a
+            # clamp is thrown away and retried, so it waits for room instead.
+            short = cause.purpose in BACKGROUND and left < (request.max_tokens or 1)
+            if left <= 0 or short:
                 full.append(state)
-            elif left is not None:
+            else:
                 room.append(left)
         if full:
             last = max(full, key=lambda s: s.period.end)
