@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from bot.channels.base import Channel, InboundMessage, Inbox
+from bot.channels.base import Channel, InboundMessage
 from bot.channels.telegram import TelegramChannel
 from bot.commands import parse_command
 from bot.config.loader import LoadedConfig, load_config
@@ -45,6 +45,7 @@ from bot.routing import Route, Router
 from bot.sessions.compaction import CompactionWorker
 from bot.sessions.inbox import TASK, InboxRow
 from bot.sessions.lock import StoreLock
+from bot.sessions.pairing_store import PairingStore
 from bot.sessions.store import SessionStore, SqliteSessionStore
 from bot.sessions.upkeep import StoreUpkeep
 from bot.types import JSONObject
@@ -58,11 +59,13 @@ STORE_FAILED = "I could not save this conversation just now; please try again sh
 # Telegram caps a message at 4096 characters; other channels (or a hostile API) may not.
 MAX_INBOUND_CHARS = 32_000
 
-ChannelFactory = Callable[[LoadedConfig, Inbox], Iterable[Channel]]
+ChannelFactory = Callable[[LoadedConfig, "OwnedInbox"], Iterable[Channel]]
 
 
-def telegram_channels(loaded: LoadedConfig, inbox: Inbox) -> list[Channel]:
-    return [TelegramChannel(bot, inbox) for bot in loaded.config.channels.bots()]
+def telegram_channels(loaded: LoadedConfig, inbox: OwnedInbox) -> list[Channel]:
+    return [
+        TelegramChannel(bot, inbox, pairing=inbox.pairing) for bot in loaded.config.channels.bots()
+    ]
 
 
 class OwnedInbox:
@@ -71,6 +74,8 @@ class OwnedInbox:
     def __init__(self, store: SessionStore, owner: str) -> None:
         self._store = store
         self._owner = owner
+        # The one other part of the store a channel touches: strangers' pairing codes.
+        self.pairing: PairingStore = store
 
     async def inbox_put(
         self,
@@ -365,7 +370,7 @@ class App:
         command = parse_command(message.text)
         if command is not None:
             return await generation.commands.answer(
-                command, agent, route, message.sender_id, message.sender_username
+                command, agent, route, message.sender_id, message.sender_username, message.text
             )
         if len(message.text) > MAX_INBOUND_CHARS:
             log.warning(

@@ -86,6 +86,10 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig, sighup: HeldSighup
         return asyncio.run(usage_command.run(loaded, args))
     if args.command == "chat":
         return _chat(loaded, args.agent_id)
+    if args.command == "pairing":
+        from bot.sessions import pairing_cli
+
+        return asyncio.run(pairing_cli.run(loaded, args))
     return _run(loaded, args.log_level, args.shutdown_grace, sighup)
 
 
@@ -148,6 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every session")
     usage = _command(commands, "usage", "tokens and cost per agent, user, model or purpose")
     usage_command.register(usage)
+    from bot.sessions import pairing_cli
+
+    pairing_cli.register(commands)
     return parser
 
 

@@ -1,7 +1,9 @@
-"""Chat commands every channel understands: /start, /help, /new, /status, /usage (SPEC §5, §12)."""
+"""Chat commands every channel understands: /start, /help, /new, /status, /usage (SPEC §5,
+§12), and the admins' /approve CODE (SPEC §13)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from zoneinfo import ZoneInfo
@@ -12,10 +14,14 @@ from bot.durations import wait_text
 from bot.providers.cooldown import CooldownBook
 from bot.routing import Route
 from bot.sessions.context import unsummarised_tokens
+from bot.sessions.pairing_store import normalise_code
 from bot.sessions.store import SessionStore
 from bot.usage.report import is_admin, usage_reply
 
-COMMANDS = ("start", "help", "new", "status", "usage")
+log = logging.getLogger(__name__)
+
+COMMANDS = ("start", "help", "new", "status", "usage", "approve")
+NOT_ADMIN = "Only an admin of this bridge can approve pairing codes."
 
 
 def parse_command(text: str) -> str | None:
@@ -49,7 +55,10 @@ class CommandHandler:
         route: Route,
         sender_id: str = "",
         sender_username: str | None = None,
+        text: str = "",
     ) -> str:
+        if command == "approve":
+            return await self._approve(route, sender_id, sender_username, text)
         if command == "start":
             return f"Hi, I'm {agent.display_name}. Just write to me.\n\n{self._help()}"
         if command == "help":
@@ -70,6 +79,42 @@ class CommandHandler:
                 zone=self._zone,
             )
         return await self._status(agent, route)
+
+    async def _approve(
+        self, route: Route, sender_id: str, sender_username: str | None, text: str
+    ) -> str:
+        """An admin, in any bot, lets the holder of a pairing code in (to the bot that
+        issued it)."""
+        if not is_admin(self._admins, sender_id, sender_username):
+            log.info("/approve from %s refused: not an admin", sender_id or "?")
+            return NOT_ADMIN
+        words = text.split(maxsplit=1)
+        typed = words[1].strip() if len(words) > 1 else ""
+        if not typed:
+            return "Usage: /approve CODE — the code the person got from the bot."
+        code = normalise_code(typed)
+        approval = (
+            None
+            if code is None
+            else await self._store.pairing_approve(code, f"{route.channel}:{sender_id}")
+        )
+        if approval is None:
+            return (
+                f"No open pairing code {typed[:20]!r}: it is unknown, used or expired. "
+                "Ask them to write to the bot again for a fresh one."
+            )
+        name = f" (@{approval.username})" if approval.username else ""
+        log.info(
+            "pairing: admin %s approved user %s%s for %s",
+            sender_id,
+            approval.user_id,
+            name,
+            approval.channel,
+        )
+        return (
+            f"Approved: user {approval.user_id}{name} may now talk to {approval.channel}. "
+            "They can write to it again now."
+        )
 
     @staticmethod
     def _help() -> str:

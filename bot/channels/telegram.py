@@ -36,7 +36,14 @@ from bot.channels.base import (
     Inbox,
     MessageHandler,
 )
-from bot.channels.telegram_access import BotIdentity, Verdict, judge, strip_mention
+from bot.channels.telegram_access import (
+    BotIdentity,
+    NameOnlyAdmissions,
+    Verdict,
+    judge,
+    strip_mention,
+)
+from bot.channels.telegram_pairing import PairingBook, PairingDoor
 from bot.channels.telegram_send import TelegramSender
 from bot.channels.telegram_strangers import StrangerNotices
 from bot.config.schema import TelegramBot
@@ -65,7 +72,12 @@ COMMANDS = (
 
 class TelegramChannel(Channel):
     def __init__(
-        self, spec: TelegramBot, inbox: Inbox, *, poll_timeout: int = POLL_TIMEOUT_S
+        self,
+        spec: TelegramBot,
+        inbox: Inbox,
+        *,
+        poll_timeout: int = POLL_TIMEOUT_S,
+        pairing: PairingBook | None = None,
     ) -> None:
         self.name = spec.channel
         self.spec = spec
@@ -86,6 +98,12 @@ class TelegramChannel(Channel):
         self._offset: int | None = None  # next getUpdates offset; confirms what came before
         self._trouble: str | None = None  # why the bot is not polling, for /readyz
         self._rejected = False  # the token was refused: nothing to retry or restart
+        self._name_only = NameOnlyAdmissions(self.name, spec.allow_from)
+        self._pairing = (
+            PairingDoor(self.name, pairing, self._sender.plain, ttl_s=spec.pairing_code_ttl_s)
+            if spec.pairing and pairing is not None
+            else None
+        )
         self._bot_streak: dict[int, int] = {}
         self.me = BotIdentity(0, "")
         self.polling = False
@@ -152,7 +170,7 @@ class TelegramChannel(Channel):
     async def _begin(self, handler: MessageHandler) -> None:
         """Connected: answer what was left pending, then poll."""
         self._trouble = None
-        if not self.spec.allow_from:
+        if not self.spec.allow_from and not self.spec.pairing:
             log.warning("bot @%s: allow_from is empty, nobody is admitted", self.me.username)
         # Updates stored before a restart are replayed by the app (bot.lifecycle), once per
         # process: a reload that restarts this bot must not answer them again.
@@ -188,6 +206,8 @@ class TelegramChannel(Channel):
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self._strangers.close()
+        if self._pairing is not None:
+            await self._pairing.close()
         self.polling = False
 
     async def close(self) -> None:
@@ -324,9 +344,17 @@ class TelegramChannel(Channel):
             )
             return
         verdict = judge(message, self.spec, self.me)
-        if verdict is Verdict.STRANGER and message.from_user is not None:
-            self._strangers.refused(message.chat.id, message.chat.type, message.from_user.id)
-            return
+        user = message.from_user
+        if verdict is Verdict.STRANGER and user is not None:
+            if self._pairing is None or not await self._pairing.approved(user.id):
+                if self._pairing is not None and message.chat.type == "private":
+                    self._pairing.offer(message.chat.id, user.id, user.username)
+                else:
+                    self._strangers.refused(message.chat.id, message.chat.type, user.id)
+                return
+            # Approved by an admin: admitted like an allow_from entry.
+        elif verdict is Verdict.ANSWER and user is not None:
+            self._name_only.admitted(user.id, user.username)
         if verdict is Verdict.IGNORE or not self._within_bot_loop_limit(update):
             return
         inbound = self._inbound(update)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
 from telegram import Message
 
+from bot.channels.access_lists import by_username, listed
 from bot.config.schema import TelegramBot
+
+log = logging.getLogger(__name__)
 
 
 class Verdict(Enum):
@@ -39,12 +44,39 @@ def judge(message: Message, spec: TelegramBot, me: BotIdentity) -> Verdict:
 
 def admitted(user_id: int, username: str | None, allow_from: tuple[str, ...]) -> bool:
     """``"*"``, the numeric id, or ``@username`` (case-insensitive). Empty admits nobody."""
-    if "*" in allow_from or str(user_id) in allow_from:
-        return True
-    if username is None:
-        return False
-    handle = f"@{username}".lower()
-    return any(entry.lower() == handle for entry in allow_from)
+    return "*" in allow_from or listed(user_id, username, allow_from)
+
+
+class NameOnlyAdmissions:
+    """Says once per user that they got in only by ``@username``, with the id to pin.
+
+    A username can be changed and then taken by someone else, who would inherit the
+    access; the numeric id cannot. Memory is bounded: the oldest users are forgotten
+    (and would be mentioned once more).
+    """
+
+    def __init__(self, bot: str, allow_from: tuple[str, ...], *, remember: int = 1024) -> None:
+        self._bot = bot
+        self._allow_from = allow_from
+        self._remember = remember
+        self._seen: OrderedDict[int, None] = OrderedDict()
+
+    def admitted(self, user_id: int, username: str | None) -> None:
+        if user_id in self._seen or "*" in self._allow_from:
+            return
+        if str(user_id) in self._allow_from or not by_username(username, self._allow_from):
+            return
+        self._seen[user_id] = None
+        while len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+        log.warning(
+            "bot %s: user %d is admitted only as @%s, which whoever holds that username "
+            'today could use; pin it: put "%d" in allow_from',
+            self._bot,
+            user_id,
+            username,
+            user_id,
+        )
 
 
 def addressed(message: Message, spec: TelegramBot, me: BotIdentity) -> bool:

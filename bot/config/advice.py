@@ -13,7 +13,16 @@ from bot.errors import ConfigProblem
 def advise(config: BridgeConfig) -> list[ConfigProblem]:
     warnings = []
     for path, bot in bot_paths(config):
-        if not bot.allow_from:
+        if bot.pairing and not config.admins:
+            warnings.append(
+                ConfigProblem(
+                    f"{path}.pairing",
+                    "on, but no top-level admins, so codes can only be approved with "
+                    "`persona-bridge pairing approve CODE`",
+                    'add "admins": ["<your user id>"] to approve with /approve in any bot',
+                )
+            )
+        if not bot.allow_from and not bot.pairing:
             warnings.append(
                 ConfigProblem(
                     f"{path}.allow_from",
@@ -31,4 +40,13 @@ def advise(config: BridgeConfig) -> list[ConfigProblem]:
                         "pin the numeric user id instead (the bot tells a stranger their id)",
                     )
                 )
+    for index, entry in enumerate(config.admins):
+        if entry.startswith("@"):
+            warnings.append(
+                ConfigProblem(
+                    f"admins[{index}]",
+                    f"{entry} makes whoever holds that username today an admin",
+                    "pin the numeric user id instead",
+                )
+            )
     return warnings

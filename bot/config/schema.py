@@ -89,6 +89,15 @@ def _allow_entry(value: str) -> str:
 AllowEntry = Annotated[IdText, AfterValidator(_allow_entry)]
 
 
+def _admin_entry(value: str) -> str:
+    if value == "*":
+        raise ValueError('"*" would make everyone an admin; list user ids or @usernames')
+    return _allow_entry(value)
+
+
+AdminEntry = Annotated[IdText, AfterValidator(_admin_entry)]
+
+
 class Section(BaseModel):
     # The loader validates with strict=True on JSON: "yes" is no bool and true no number.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -205,6 +214,10 @@ class TelegramBotBase(Section):
     api_base: str = DEFAULT_TELEGRAM_API_BASE
     # One turn never floods a chat: a longer answer is cut, and the last message says so.
     max_reply_messages: int = Field(default=10, ge=1, le=100)
+    # A stranger in a private chat gets a code that an admin approves (SPEC §13).
+    pairing: bool = False
+    # How long a pairing code stays valid; small values are for tests.
+    pairing_code_ttl_s: float = Field(default=3600.0, ge=1.0, le=86400.0)
 
     @field_validator("token")
     @classmethod
@@ -323,7 +336,9 @@ class BridgeConfig(Section):
     channels: Channels = Channels()  # none at all: a console-only config for `chat`
     session: SessionSettings = SessionSettings()
     gateway: GatewaySettings = GatewaySettings()
-    admins: tuple[IdText, ...] = ()
+    # Who may approve pairing codes (``/approve`` in any bot), see everyone's /usage and
+    # get budget warnings; checked like allow_from entries ("*" refused).
+    admins: tuple[AdminEntry, ...] = ()
     budgets: tuple[BudgetRule, ...] = ()
     budget_timezone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
 

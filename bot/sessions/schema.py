@@ -146,9 +146,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
-    # Version 6 is taken by pairing on its own branch; this placeholder keeps the numbers
-    # gapless until the two are merged (it then gives way to pairing's migration).
-    Migration(6, "reserved for pairing approvals", ()),
+    Migration(
+        6,
+        "pairing: codes given to strangers, users approved by an admin",
+        (
+            # A code names one stranger on one bot; at most one open code per user and bot.
+            """CREATE TABLE pairing_codes (
+                code TEXT PRIMARY KEY,
+                channel TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                username TEXT,
+                chat_id TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL
+            )""",
+            "CREATE UNIQUE INDEX pairing_codes_user ON pairing_codes (channel, user_id)",
+            # Admitted by that bot like an allow_from entry, until revoked.
+            """CREATE TABLE pairing_approvals (
+                channel TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                username TEXT,
+                approved_by TEXT NOT NULL,
+                approved_at REAL NOT NULL,
+                PRIMARY KEY (channel, user_id)
+            )""",
+        ),
+    ),
     Migration(
         7,
         "usage ledger: one row per model call, and the budget warnings already sent",

@@ -31,6 +31,7 @@ import aiosqlite
 from bot.errors import StoreError
 from bot.sessions.inbox import InboxRow as InboxRow
 from bot.sessions.inbox import InboxStore, SqliteInbox
+from bot.sessions.pairing_store import PairingStore, SqlitePairing
 from bot.sessions.schema import clean_text, decode_tool_calls, encode_tool_calls, migrate, to_json
 from bot.sessions.upkeep import OpenedFile
 from bot.sessions.usage import SqliteUsage, UsageStore
@@ -82,8 +83,8 @@ class SessionInfo:
     last_activity: float | None
 
 
-class SessionStore(InboxStore, UsageStore):
-    """Conversation memory and durable inbox. Raises only ``bot.errors.StoreError``."""
+class SessionStore(InboxStore, UsageStore, PairingStore):
+    """Conversation memory, durable inbox, usage, pairing. Raises only ``bot.errors.StoreError``."""
 
     @abstractmethod
     async def open(self) -> None:
@@ -231,7 +232,7 @@ def _key_params(key: SessionKey) -> tuple[str, str, str | None, str]:
     return (key.channel, key.chat_id, key.topic_id, key.agent_id)
 
 
-class SqliteSessionStore(SqliteInbox, SqliteUsage, SessionStore):
+class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SessionStore):
     """The default store: one SQLite file in WAL mode; ``":memory:"`` works for tests."""
 
     def __init__(
