@@ -64,3 +64,17 @@ def test_pairing_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         "warning: admins[1]: @Boss makes whoever holds that username today an admin "
         "— pin the numeric user id instead"
     ]
+
+
+def test_pairing_cli_on_a_fresh_install(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config()))
+    assert main(["--config", str(path), "pairing", "list"]) == 0
+    assert capsys.readouterr().out == "Open codes: none\n\nApproved users: none\n"
+    assert main(["pairing", "approve", "abc234", "--config", str(path)]) == 1
+    assert "no open code 'abc234'" in capsys.readouterr().err
+    assert main(["pairing", "revoke", "@someone", "--config", str(path)]) == 2
+    assert "not a numeric user id" in capsys.readouterr().err
+    assert main(["pairing", "revoke", "7", "--bot", "nobody", "--config", str(path)]) == 2
+    assert "no bot 'nobody'; bots: alice" in capsys.readouterr().err
+    assert not (tmp_path / "sessions.db").exists()  # looking created nothing

@@ -26,8 +26,9 @@ def register(commands: Any) -> None:
     pairing = commands.add_parser(
         "pairing",
         help=text,
-        description=f"{text}. A bot with pairing on gives a stranger a code; approving it "
-        "lets that user talk to that bot, like an allow_from entry, until revoked.",
+        description="Strangers' pairing codes and the users admins approved. A bot with "
+        "pairing on gives a stranger a code; approving it lets that user talk to that bot, "
+        "like an allow_from entry, until revoked.",
     )
     actions = pairing.add_subparsers(
         dest="pairing_command", required=True, metavar="{list,approve,revoke}"
@@ -46,7 +47,8 @@ def register(commands: Any) -> None:
     revoke.add_argument("--bot", metavar="BOT_ID", help="only for this bot (default: all)")
 
 
-async def run(loaded: LoadedConfig, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+async def run(loaded: LoadedConfig, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # looked up now: tests replace it
     if args.pairing_command == "revoke" and not args.user_id.isdigit():
         print(
             f"pairing revoke: {args.user_id!r} is not a numeric user id "
