@@ -142,6 +142,8 @@ async def test_metrics_of_a_bridge_parse_with_their_names_and_labels(probe: Prob
         "persona_bridge_compactions": "counter",
         "persona_bridge_inbox_backlog": "gauge",
         "persona_bridge_store_file_ok": "gauge",
+        "persona_bridge_tokens": "counter",
+        "persona_bridge_cost_usd": "counter",
         "persona_bridge_bots_polling": "gauge",
         "persona_bridge_model_cooldown_seconds": "gauge",
         "persona_bridge_up": "gauge",
