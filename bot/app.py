@@ -348,13 +348,14 @@ class App:
             await self._chat_moved(message.channel, message.chat_id, message.moved_to)
             return
         self.metrics.messages_in.labels(bot=message.channel).inc()
-        if (sibling := self.groups.sibling(message)) is not None:
-            # Personas never trigger each other by their messages (SPEC §15).
-            await self.lifecycle.skip(Ticket.of(message), f"written by our own bot {sibling}")
-            return
         self._submit(Ticket.of(message))
 
     def _submit(self, ticket: Ticket) -> None:
+        if ticket.message and (sibling := self.groups.sibling(ticket.message)):
+            # Personas never trigger each other by their messages (SPEC §15).
+            note = f"written by our own bot {sibling}"
+            self.lanes.submit(ticket.key, lambda: self.lifecycle.skip(ticket, note))
+            return
         if self.groups.takes(ticket):
             self.groups.submit(ticket)
             return

@@ -268,6 +268,10 @@ class GroupFloor:
         named = [c for c, a in accounts.items() if a.user_id == message.reply_to_user]
         for username in message.mentions:
             named += [c for c, a in accounts.items() if a.username.lower() == username]
+        if not message.text.startswith("/"):
+            # A "mention" bot stores only what it judged addressed to it (a voice note
+            # naming it, say): its copy counts as being named, after the ones named here.
+            named += [c for c in gathered.copies if c in seats and seats[c].policy == "mention"]
         answerers = [c for c in dict.fromkeys(named) if seats[c].policy != "off"]
         if not answerers:
             answerers = await self._first_in_group(gathered, seats, message)

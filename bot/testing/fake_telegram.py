@@ -166,9 +166,7 @@ class _BotState:
         counter[chat_id] = max(counter.get(chat_id, 0), message_id)
 
     def _counter(self, chat_id: int) -> dict[int, int]:
-        shared = chat_id in self.supergroup_ids or self.chats.get(chat_id, {}).get("type") == (
-            "supergroup"
-        )
+        shared = self.chat(chat_id)["type"] == "supergroup"
         return self.supergroup_ids if shared else self.last_message_id
 
     def chat(self, chat_id: int) -> dict[str, Any]:
