@@ -3,6 +3,7 @@ supergroup, each receiving its own copy of every message, as Telegram delivers t
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import sqlite3
@@ -12,7 +13,7 @@ from typing import Any
 
 from bot.channels.telegram import BOT_LOOP_LIMIT
 from bot.channels.telegram_access import mentioned_accounts
-from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, RecordedRequest, ToolCall
+from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Hang, RecordedRequest, ToolCall
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
 
@@ -107,6 +108,54 @@ async def test_one_answer_by_default_mentions_in_order_and_a_shared_conversation
         ("telegram-bob", "skipped"): 2,
     }
     assert ("telegram-bob", "skipped", "answered by Alice") in outcomes
+
+
+async def until_db(tmp_path: Path, sql: str, expected: list[Any], within_s: float = 30) -> None:
+    """Wait for a query to return ``expected`` (the bridge commits in its own process)."""
+    async with asyncio.timeout(within_s):
+        while db_rows(tmp_path, sql) != expected:  # noqa: ASYNC110 - a file, no notification
+            await asyncio.sleep(0.02)
+
+
+async def test_the_default_answerer_does_not_depend_on_whose_copy_came_first(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    bridge = await started(tmp_path, fake_telegram, config(fake_telegram, fake_llm))
+    # Bob's copy reaches the bridge first; Alice's only once Bob's is stored.
+    fake_telegram.inject_group_message([BOB.token], GROUP, "first words", user_id=PERSON)
+    await until_db(tmp_path, "SELECT count(*) FROM inbox WHERE channel = 'telegram-bob'", [(1,)])
+    fake_telegram.inject_group_message(
+        [ALICE.token], GROUP, "first words", user_id=PERSON, message_id=1
+    )
+    await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=GROUP, timeout=30)
+    # Alice leaves: her copies stop coming, and after one bounded wait Bob answers alone.
+    for text in ("anyone there?", "still there?"):
+        fake_telegram.inject_group_message([BOB.token], GROUP, text, user_id=PERSON)
+    bob = await fake_telegram.wait_for_sent(BOB.token, 2, chat_id=GROUP, timeout=30)
+    assert await bridge.stop() == 0
+    assert [m.text.rsplit("] ", 1)[-1] for m in bob] == ["anyone there?", "still there?"]
+    assert len(fake_telegram.sent(ALICE.token, GROUP)) == 1
+    assert bridge.logs().count("telegram-alice; it counts as absent") == 1  # waited once
+
+
+async def test_a_crash_between_two_mentioned_answers_gives_each_exactly_once(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script("bob-model", Hang())
+    bridge = await started(tmp_path, fake_telegram, config(fake_telegram, fake_llm))
+    say(fake_telegram, "@alice_bot @bob_bot plan the trip")
+    [alice_said] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=GROUP, timeout=30)
+    await fake_llm.wait_for_requests(1, model="bob-model", timeout=30)  # bob is thinking
+    await bridge.kill()
+    await bridge.start_polling(fake_telegram, ALICE.token, BOB.token)
+    await fake_telegram.wait_for_sent(BOB.token, 1, chat_id=GROUP, timeout=30)
+    fake_telegram.inject_message(ALICE.token, PERSON, "sync")  # the replay is done before it
+    await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=PERSON, timeout=30)
+    assert await bridge.stop() == 0
+    assert len(fake_telegram.sent(ALICE.token, GROUP)) == 1
+    assert len(fake_telegram.sent(BOB.token, GROUP)) == 1
+    assert len(fake_llm.requests_for("alice-model")) == 2  # the group once, then "sync"
+    assert f"[Alice]: {alice_said.text}" in contents(fake_llm.requests_for("bob-model")[-1])
 
 
 async def test_delegate_and_spawn_results_are_said_by_the_targets_own_bot(

@@ -430,15 +430,18 @@ class FakeTelegram:
         first_name: str = "User",
         from_bot: bool = False,
         reply_to: tuple[str, int] | None = None,
+        message_id: int | None = None,
     ) -> dict[str, int]:
         """One message in a supergroup, delivered as Telegram does to each bot in
         ``tokens``: every bot gets its own update (its own update_id) with the same chat
         and ``message_id``. ``reply_to`` names a message a bot sent there (its token and
-        id). Returns each token's update_id."""
+        id). ``message_id`` delivers a message injected before to more bots (one bot's
+        copy may reach the bridge well before another's). Returns each token's update_id."""
         chat = {"id": chat_id, "type": "supergroup", "title": f"Chat {chat_id}"}
-        self._supergroup_ids[chat_id] = self._supergroup_ids.get(chat_id, 0) + 1
+        if message_id is None:
+            message_id = self._supergroup_ids[chat_id] = self._supergroup_ids.get(chat_id, 0) + 1
         message: dict[str, Any] = {
-            "message_id": self._supergroup_ids[chat_id],
+            "message_id": message_id,
             "date": int(time.time()),
             "chat": chat,
             "from": {"id": user_id, "is_bot": from_bot, "first_name": first_name},
