@@ -17,7 +17,8 @@ bridge holds all of them, so it can do what separate processes cannot:
   order, whose ``group_policy`` admits it and that is in the group. Membership is learnt
   from copies: the job waits for the copies of the bots before the one it would choose,
   so the choice does not depend on which bot's copy happened to arrive first (the race).
-  A bot whose copy does not come within the wait counts as absent until one comes again.
+  A bot whose copy does not come within the wait counts as absent until one comes again
+  (and a message naming only absent bots goes to the default answerer).
   The decision is stored (``bot.sessions.group_turns``) before anyone answers: a restart,
   or another process on the same database, follows it instead of deciding again.
 - **Shared context.** Each persona keeps its own session for the group. The human
@@ -41,6 +42,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bot.channels.base import Account, Channel, InboundMessage
+from bot.commands import parse_command
 from bot.lanes import RetryLater
 from bot.lifecycle import DELIVERED, Ticket, in_group
 from bot.sessions.group_turns import GroupTurn
@@ -232,7 +234,10 @@ class GroupFloor:
         chat, topic = gathered.chat_id, gathered.topic_id
         seats = {s.channel: s for s in self._seats(chat, topic)}
         turn = gathered.turn = gathered.turn or await self._decide(gathered, seats)
-        if not gathered.shared:
+        # Commands (/status, /new) are not conversation: the others neither hear them nor
+        # their answers, as a persona's own session does not keep them either.
+        talk = parse_command(gathered.text.text) is None
+        if talk and not gathered.shared:
             await self._share(chat, topic, lambda channel: [self._heard(gathered, channel)])
             gathered.shared = True
         for channel in turn.answerers:
@@ -249,7 +254,7 @@ class GroupFloor:
                 continue
             await self._run_ticket(ticket)
             gathered.handled.add(channel)
-            await self._answered(gathered, ticket, seats)
+            await self._answered(gathered, ticket, seats if talk else {})
         names = ", ".join(seats[c].name if c in seats else c for c in turn.answerers)
         note = f"answered by {names}" if names else "none of our personas answers it here"
         while rest := [c for c in gathered.copies if c not in gathered.handled]:
@@ -272,7 +277,13 @@ class GroupFloor:
             # A "mention" bot stores only what it judged addressed to it (a voice note
             # naming it, say): its copy counts as being named, after the ones named here.
             named += [c for c in gathered.copies if c in seats and seats[c].policy == "mention"]
-        answerers = [c for c in dict.fromkeys(named) if seats[c].policy != "off"]
+        # Only bots that got the message too: one mentioned but not in the group (its
+        # copy never comes) leaves the message to the default answerer.
+        answerers = [
+            c
+            for c in dict.fromkeys(named)
+            if seats[c].policy != "off" and await self._is_here(gathered, c, named=True)
+        ]
         if not answerers:
             answerers = await self._first_in_group(gathered, seats, message)
         log.info("group %s message %s: answered by %s", chat, shared_id, answerers or "nobody")
@@ -283,19 +294,24 @@ class GroupFloor:
     ) -> list[str]:
         """The first bot in config order that admits the message and is in the group:
         each bot before it had its chance to show, by its copy, that it is there."""
-        absent = self._absent.setdefault(gathered.chat_id, set())
         for channel, seat in seats.items():
-            if not admits(seat.policy, message) or channel not in self._channels:
-                continue
-            if channel in gathered.copies:
+            if admits(seat.policy, message) and await self._is_here(gathered, channel):
                 return [channel]
-            if channel in absent:
-                continue
-            if await gathered.copy_of(channel) is not None:
-                return [channel]
-            log.info("group %s: no copy for %s; it counts as absent", gathered.chat_id, channel)
-            absent.add(channel)
         return []
+
+    async def _is_here(self, gathered: _Message, channel: str, *, named: bool = False) -> bool:
+        """Whether ``channel``'s bot got the message too: its copy came, or comes within
+        the wait. One known absent is not waited for unless the message names it."""
+        absent = self._absent.setdefault(gathered.chat_id, set())
+        if channel in gathered.copies:
+            return True
+        if channel not in self._channels or (channel in absent and not named):
+            return False
+        if await gathered.copy_of(channel) is not None:
+            return True
+        log.info("group %s: no copy for %s; it counts as absent", gathered.chat_id, channel)
+        absent.add(channel)
+        return False
 
     async def _answered(
         self, gathered: _Message, ticket: Ticket, seats: Mapping[str, Seat]

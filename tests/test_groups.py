@@ -97,6 +97,8 @@ async def test_one_answer_by_default_mentions_in_order_and_a_shared_conversation
     status = alice[2].text
     assert "Personas here: Alice (@alice_bot), Bob (@bob_bot)" in status
     assert "Answers by default: Alice" in status
+    commands = "SELECT count(*) FROM messages WHERE content LIKE '%/status%' OR content LIKE"
+    assert db_rows(tmp_path, f"{commands} '%Personas here%'") == [(0,)]  # not conversation
     # Every copy is stored; the ones not answered are done as skipped, saying by whom.
     outcomes = db_rows(
         tmp_path, "SELECT channel, outcome, note FROM inbox WHERE update_id > 0 ORDER BY rowid"
@@ -128,14 +130,17 @@ async def test_the_default_answerer_does_not_depend_on_whose_copy_came_first(
         [ALICE.token], GROUP, "first words", user_id=PERSON, message_id=1
     )
     await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=GROUP, timeout=30)
-    # Alice leaves: her copies stop coming, and after one bounded wait Bob answers alone.
-    for text in ("anyone there?", "still there?"):
+    # Alice leaves: her copies stop coming, and after one bounded wait Bob answers alone;
+    # even when she is named, as she never gets the message.
+    texts = ["anyone there?", "still there?", "@alice_bot are you there?"]
+    for text in texts:
         fake_telegram.inject_group_message([BOB.token], GROUP, text, user_id=PERSON)
-    bob = await fake_telegram.wait_for_sent(BOB.token, 2, chat_id=GROUP, timeout=30)
+    bob = await fake_telegram.wait_for_sent(BOB.token, 3, chat_id=GROUP, timeout=30)
     assert await bridge.stop() == 0
-    assert [m.text.rsplit("] ", 1)[-1] for m in bob] == ["anyone there?", "still there?"]
+    assert [m.text.rsplit("] ", 1)[-1] for m in bob] == texts
     assert len(fake_telegram.sent(ALICE.token, GROUP)) == 1
-    assert bridge.logs().count("telegram-alice; it counts as absent") == 1  # waited once
+    # Waited for her once by default, and once more when named.
+    assert bridge.logs().count("telegram-alice; it counts as absent") == 2
 
 
 async def test_a_crash_between_two_mentioned_answers_gives_each_exactly_once(
