@@ -351,7 +351,7 @@ class App:
         self._submit(Ticket.of(message))
 
     def _submit(self, ticket: Ticket) -> None:
-        if ticket.message and (sibling := self.groups.sibling(ticket.message)):
+        if ticket.message and (sibling := self.groups.roster.sibling(ticket.message)):
             # Personas never trigger each other by their messages (SPEC §15).
             note = f"written by our own bot {sibling}"
             self.lanes.submit(ticket.key, lambda: self.lifecycle.skip(ticket, note))
@@ -402,7 +402,7 @@ class App:
                 command, agent, route, message.sender_id, message.sender_username, message.text
             )
             if command == "status":
-                answer += await self.groups.describe(route.chat_id, route.topic_id)
+                answer += await self.groups.roster.describe(route.chat_id, route.topic_id)
             return answer
         if len(message.text) > MAX_INBOUND_CHARS:
             log.warning(
@@ -460,7 +460,7 @@ class App:
     async def own_bot(self, route: Route, agent_id: str) -> Route | None:
         """Where ``agent_id`` speaks for itself in this chat: its own bot, in a group
         where that bot is present (SPEC §15)."""
-        channel = await self.groups.own_bot(route.chat_id, route.topic_id, agent_id)
+        channel = await self.groups.roster.own_bot(route.chat_id, route.topic_id, agent_id)
         if channel is None:
             return None
         return Route(channel, route.chat_id, route.topic_id, agent_id)
