@@ -35,8 +35,9 @@ from bot.errors import (
     StoreError,
 )
 from bot.generation import Generation
+from bot.groups import GroupFloor, Seat, group_source
 from bot.lanes import ChatLanes
-from bot.lifecycle import Lifecycle, Ticket
+from bot.lifecycle import GROUP_LANE, Lifecycle, Ticket
 from bot.ops.gateway import HealthReport, cooling_models
 from bot.ops.metrics import BridgeMetrics
 from bot.providers.cooldown import CooldownBook
@@ -131,6 +132,14 @@ class App:
             generate=self._generate,
             on_move=self._chat_moved,
             on_done=self._done,
+        )
+        self.groups = GroupFloor(
+            self.store,
+            self.channels,
+            self._seats,
+            run=self.lifecycle.run,
+            skip=self.lifecycle.skip,
+            submit=self.lanes.submit,
         )
         self.refused: dict[str, ChannelError] = {}  # channel → why it did not start
         self.turns_served = 0
@@ -327,7 +336,8 @@ class App:
     async def _close_when_idle(self, channel: Channel) -> None:
         """A replaced channel may still be sending a reply: close it once that is done."""
         await self.lanes.join_where(
-            lambda key: isinstance(key, tuple) and key[0] == channel.name, within_s=120.0
+            lambda key: isinstance(key, tuple) and key[0] in (channel.name, GROUP_LANE),
+            within_s=120.0,
         )
         await channel.close()
 
@@ -341,7 +351,26 @@ class App:
         self._submit(Ticket.of(message))
 
     def _submit(self, ticket: Ticket) -> None:
+        if ticket.message and (sibling := self.groups.roster.sibling(ticket.message)):
+            # Personas never trigger each other by their messages (SPEC §15).
+            note = f"written by our own bot {sibling}"
+            self.lanes.submit(ticket.key, lambda: self.lifecycle.skip(ticket, note))
+            return
+        if self.groups.takes(ticket):
+            self.groups.submit(ticket)
+            return
         self.lanes.submit(ticket.key, lambda: self.lifecycle.run(ticket))
+
+    def _seats(self, chat_id: str, topic_id: str | None) -> list[Seat]:
+        """Our bots routed in a chat, in config order, with the persona each speaks as."""
+        generation = self.generation
+        seats = []
+        for bot in self.loaded.config.channels.bots():
+            route = generation.router.route(bot.channel, chat_id, topic_id)
+            if route is not None:
+                agent = generation.agents[route.agent_id]
+                seats.append(Seat(bot.channel, bot.group_policy, agent.id, agent.display_name))
+        return seats
 
     async def _generate(self, message: InboundMessage, channel: Channel) -> str | None:
         """The reply to one message, or None when no binding routes its chat."""
@@ -369,9 +398,12 @@ class App:
         agent = generation.agents[route.agent_id]
         command = parse_command(message.text)
         if command is not None:
-            return await generation.commands.answer(
+            answer = await generation.commands.answer(
                 command, agent, route, message.sender_id, message.sender_username, message.text
             )
+            if command == "status":
+                answer += await self.groups.roster.describe(route.chat_id, route.topic_id)
+            return answer
         if len(message.text) > MAX_INBOUND_CHARS:
             log.warning(
                 "channel=%s chat=%s: message of %d characters refused",
@@ -384,6 +416,8 @@ class App:
                 f"the limit is {MAX_INBOUND_CHARS:,}). Please send it in parts."
             )
         source = None if message.inbox_id is None else f"{message.channel}:{message.inbox_id}"
+        if self.groups.takes(Ticket.of(message)):
+            source = group_source(message)  # maybe stored already, as the group heard it
         # Every model call of this turn, and the background work it starts, is charged here.
         cause = CallCause(agent.id, message.sender_id, route.channel, route.chat_id)
         try:
@@ -422,6 +456,22 @@ class App:
         await self.store.inbox_reply(route.channel, -number, text)
         ticket = Ticket(route.channel, route.chat_id, route.topic_id, -number, None, text)
         self._submit(ticket)
+
+    async def own_bot(self, route: Route, agent_id: str) -> Route | None:
+        """Where ``agent_id`` speaks for itself in this chat: its own bot, in a group
+        where that bot is present (SPEC §15)."""
+        channel = await self.groups.roster.own_bot(route.chat_id, route.topic_id, agent_id)
+        if channel is None:
+            return None
+        return Route(channel, route.chat_id, route.topic_id, agent_id)
+
+    async def post_now(self, route: Route, payload: JSONObject, text: str, caller: str) -> None:
+        """A delegated result said by its persona's own bot, at once: the caller's turn
+        holds the group's lane and waits for it."""
+        number = await self.task_started(route, {**payload, "result": text})
+        await self.store.inbox_reply(route.channel, -number, text)
+        ticket = Ticket(route.channel, route.chat_id, route.topic_id, -number, None, text)
+        await self.groups.post_now(ticket, exclude=(caller,))
 
     # --- outcomes -------------------------------------------------------------------
 

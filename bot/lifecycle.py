@@ -89,7 +89,19 @@ class Ticket:
 
     @property
     def key(self) -> tuple[str, str, str | None]:
+        """The lane it runs in. A group's turns share one lane whichever of our bots
+        they came to (bot.groups): the personas there hold one conversation."""
+        if in_group(self.chat_id):
+            return (GROUP_LANE, self.chat_id, self.topic_id)
         return (self.channel, self.chat_id, self.topic_id)
+
+
+GROUP_LANE = "group"
+
+
+def in_group(chat_id: str) -> bool:
+    """Telegram gives groups and supergroups negative ids, people positive ones."""
+    return chat_id.startswith("-")
 
 
 Generate = Callable[[InboundMessage, Channel], Awaitable[str | None]]
@@ -141,6 +153,16 @@ class Lifecycle:
             )
             ticket.in_flight = False
         await self._deliver(ticket, ticket.reply)
+
+    async def skip(self, ticket: Ticket, note: str) -> None:
+        """Finish a row deliberately left unanswered (another persona answers it, or our
+        own bot wrote it): an everyday outcome, so logged quietly."""
+        log.debug("channel=%s update=%s skipped: %s", ticket.channel, ticket.inbox_id, note)
+        if ticket.inbox_id is not None:
+            await self._store.inbox_done(
+                ticket.channel, ticket.inbox_id, outcome=SKIPPED, note=note
+            )
+        await self._on_done(ticket.channel, SKIPPED)
 
     async def _deliver(self, ticket: Ticket, reply: str) -> None:
         # Looked up now, not at the start of the turn: after a reload the new channel sends.

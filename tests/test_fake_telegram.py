@@ -92,6 +92,25 @@ async def test_group_message_mentions_and_reply_to_bot(
     assert message.reply_to_message.from_user.id == 123456
 
 
+async def test_a_supergroup_message_reaches_each_bot_as_its_own_update(
+    fake: FakeTelegram, bot: telegram.Bot
+) -> None:
+    other = "654321:OTHER-token"
+    fake.add_bot(other, "other_bot")
+    fake.inject_message(other, 1, "warm up other's update ids")
+    sent = await bot.send_message(-100888, "from persona")
+    ids = fake.inject_group_message(
+        [TOKEN, other], -100888, "@other_bot hi", user_id=9, reply_to=(TOKEN, sent.message_id)
+    )
+    assert ids == {TOKEN: 1, other: 2}  # each bot numbers its own updates
+    async with _other_client(fake, other) as other_client:
+        (theirs,) = [u for u in await other_client.get_updates() if u.message.chat.id < 0]
+    (mine,) = await bot.get_updates()
+    assert mine.message.message_id == theirs.message.message_id > sent.message_id
+    assert theirs.message.reply_to_message.text == "from persona"
+    assert theirs.message.parse_entities(["mention"]) == {theirs.message.entities[0]: "@other_bot"}
+
+
 async def test_offset_confirms_and_forgets_updates(fake: FakeTelegram, bot: telegram.Bot) -> None:
     ids = [fake.inject_message(TOKEN, CHAT, f"m{i}") for i in range(3)]
     assert ids == [1, 2, 3]

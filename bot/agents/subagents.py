@@ -57,6 +57,14 @@ class TaskJournal(Protocol):
         """Store the result and send it to the chat, in the chat's order."""
         ...
 
+    async def own_bot(self, route: Route, agent_id: str) -> Route | None:
+        """Where ``agent_id``'s own bot speaks in the chat, when it is there (a group)."""
+        ...
+
+    async def post_now(self, route: Route, payload: JSONObject, text: str, caller: str) -> None:
+        """Say a delegated result through ``route`` (the persona's own bot) right away."""
+        ...
+
 
 @dataclass
 class SubTask:
@@ -174,9 +182,13 @@ class SubAgents:
         cause = current_cause()
         if cause is not None:  # a restart resumes the task charged to the same turn
             payload["charged_to"] = dataclasses.asdict(cause)
-        number = await self._journal.task_started(route, payload)
+        # In a group where the target's own bot is present, that bot posts the result.
+        own = await self._journal.own_bot(route, target.id)
+        payload |= {"channel": route.channel, "own_bot": own is not None}
+        posted_by = own or route
+        number = await self._journal.task_started(posted_by, payload)
         task = self._new_task(context, target, f"t{number}")
-        self._launch(task, target, text, context, number)
+        self._launch(task, target, text, context, number, posted_by, own is not None)
         return f"started task {task.id} as {target.display_name}; the result will be posted"
 
     def resume(self, route: Route, number: int, payload: Mapping[str, object]) -> None:
@@ -184,8 +196,18 @@ class SubAgents:
         caller = self._agents.get(str(payload.get("caller_id")))
         target = self._agents.get(str(payload.get("agent_id")))
         chat_route = Route(
-            route.channel, route.chat_id, route.topic_id, str(payload.get("route_agent_id"))
+            str(payload.get("channel") or route.channel),
+            route.chat_id,
+            route.topic_id,
+            str(payload.get("route_agent_id")),
         )
+        if "result" in payload:  # a delegated result cut short on its way to the chat
+            job = asyncio.create_task(
+                self._journal.task_finished(route, number, str(payload["result"]))
+            )
+            self._background.add(job)
+            job.add_done_callback(self._background.discard)
+            return
         session_id, depth = payload.get("session_id"), payload.get("depth")
         if (
             caller is None
@@ -194,24 +216,34 @@ class SubAgents:
             or not isinstance(depth, int)
         ):
             text = f"(task t{number} could not be resumed: its agent is no longer configured)"
-            job = asyncio.create_task(self._journal.task_finished(chat_route, number, text))
+            job = asyncio.create_task(self._journal.task_finished(route, number, text))
         else:
             context = ToolContext(caller, chat_route, session_id, depth)
             task = self._new_task(context, target, f"t{number}")
             log.info("sub-task %s by %s: resumed after a restart", task.id, target.id)
+            text = str(payload.get("task", ""))
+            own_bot = payload.get("own_bot") is True
             with charged_to(_cause_of(payload.get("charged_to"))):  # the new task copies it
-                self._launch(task, target, str(payload.get("task", "")), context, number)
+                self._launch(task, target, text, context, number, route, own_bot)
             return
         self._background.add(job)
         job.add_done_callback(self._background.discard)
 
     def _launch(
-        self, task: SubTask, target: Agent, text: str, context: ToolContext, number: int
+        self,
+        task: SubTask,
+        target: Agent,
+        text: str,
+        context: ToolContext,
+        number: int,
+        posted_by: Route,
+        own_bot: bool,
     ) -> None:
         async def background() -> None:
             result = await self._execute(task, target, text, context)
-            heading = f"**{target.display_name}**"
             outcome = result if task.state == "done" else f"(task {task.state}) {result}"
+            if not own_bot:  # said by the caller's bot: say whose result it is
+                outcome = f"**{target.display_name}**: {outcome}"
             await self._store.append(
                 context.session_id,
                 ChatMessage(
@@ -220,7 +252,7 @@ class SubAgents:
                 ),
                 source=f"result:{task.id}",
             )
-            await self._journal.task_finished(context.route, number, f"{heading}: {outcome}")
+            await self._journal.task_finished(posted_by, number, outcome)
 
         job = asyncio.create_task(background(), name=f"spawn {task.id}")
         self._background.add(job)
@@ -232,6 +264,17 @@ class SubAgents:
         result = await self._execute(task, target, text, context)
         if task.state != "done":
             raise ToolError(f"{target.display_name} could not finish: {result}")
+        own = await self._journal.own_bot(context.route, target.id)
+        if own is not None and own.channel != context.route.channel:
+            # A group where the target's own bot is present: it says the result there.
+            payload: JSONObject = {
+                "agent_id": target.id,
+                "caller_id": context.agent.id,
+                "route_agent_id": context.route.agent_id,
+                "channel": context.route.channel,
+                "task": text,
+            }
+            await self._journal.post_now(own, payload, result, context.route.channel)
         return result
 
     def status(self, context: ToolContext) -> str:

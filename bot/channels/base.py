@@ -25,11 +25,24 @@ class InboundMessage:
     inbox_id: int | None = None
     # Set on Telegram's "this group is now supergroup N" service message: not a turn.
     moved_to: str | None = None
+    # Groups (bot.groups): the same for every bot's copy of one message; the accounts it
+    # @mentions (lower case, in text order) and the account it replies to.
+    shared_id: str = ""
+    mentions: tuple[str, ...] = ()
+    reply_to_user: str | None = None
 
     @property
     def chat_key(self) -> tuple[str, str, str | None]:
         """Messages with the same key are answered one at a time, in arrival order."""
         return (self.channel, self.chat_id, self.topic_id)
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who a channel is on its platform: how others mention it and address its messages."""
+
+    user_id: str
+    username: str
 
 
 MessageHandler = Callable[[InboundMessage], Awaitable[None]]
@@ -95,6 +108,10 @@ class Channel(ABC):
     def status(self) -> dict[str, object]:
         """What /readyz shows for this channel; ``polling`` False means not ready."""
         return {"polling": True}
+
+    def account(self) -> Account | None:
+        """The channel's own account on its platform, once known (None: it has none)."""
+        return None
 
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:

@@ -30,6 +30,7 @@ from telegram.request import HTTPXRequest
 
 from bot.channels import telegram_errors
 from bot.channels.base import (
+    Account,
     Channel,
     DeliveryLog,
     InboundMessage,
@@ -41,6 +42,8 @@ from bot.channels.telegram_access import (
     NameOnlyAdmissions,
     Verdict,
     judge,
+    mentioned_accounts,
+    shared_message_id,
     strip_mention,
 )
 from bot.channels.telegram_pairing import PairingBook, PairingDoor
@@ -388,6 +391,7 @@ class TelegramChannel(Channel):
         message = update.message
         if message is None or message.text is None or message.from_user is None:
             return None
+        replied = message.reply_to_message
         return InboundMessage(
             channel=self.name,
             chat_id=str(message.chat.id),
@@ -398,11 +402,19 @@ class TelegramChannel(Channel):
             topic_id=str(message.message_thread_id) if message.is_topic_message else None,
             chat_type=message.chat.type,
             inbox_id=update.update_id,
+            shared_id=shared_message_id(message),
+            mentions=mentioned_accounts(message.text),
+            reply_to_user=(
+                str(replied.from_user.id) if replied and replied.from_user is not None else None
+            ),
         )
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def account(self) -> Account | None:
+        return Account(str(self.me.id), self.me.username) if self.me.id else None
 
     def status(self) -> dict[str, object]:
         state: dict[str, object] = {"polling": self.polling, "username": self.me.username}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
@@ -13,6 +15,9 @@ from bot.channels.access_lists import by_username, listed
 from bot.config.schema import TelegramBot
 
 log = logging.getLogger(__name__)
+# "@name" not inside a word, an e-mail address or a command; "/cmd@name" addresses a command.
+_MENTION = re.compile(r"(?<![\w@/])@([A-Za-z0-9_]{3,32})\b")
+_COMMAND_TARGET = re.compile(r"^/[A-Za-z0-9_]+@([A-Za-z0-9_]{3,32})\b")
 
 
 class Verdict(Enum):
@@ -105,3 +110,24 @@ def strip_mention(text: str, me: BotIdentity) -> str:
         return f"{head} {rest}".strip()
     cleaned = text.replace(mention, "").strip()
     return cleaned or text
+
+
+def mentioned_accounts(text: str) -> tuple[str, ...]:
+    """The usernames ``text`` addresses, lower case, in order: a command's target first."""
+    found = [m.group(1).lower() for m in _COMMAND_TARGET.finditer(text)]
+    found += [m.group(1).lower() for m in _MENTION.finditer(text)]
+    return tuple(dict.fromkeys(found))
+
+
+def shared_message_id(message: Message) -> str:
+    """The same for every bot's copy of one group message.
+
+    Supergroups number messages per chat, so every member sees the same ``message_id``.
+    Basic groups number them per account (each bot gets its own id for the same message),
+    so there the sender, the time and the text identify it instead.
+    """
+    if message.chat.type == "supergroup":
+        return f"m{message.message_id}"
+    sender = message.from_user.id if message.from_user else 0
+    digest = hashlib.sha256((message.text or "").encode()).hexdigest()[:16]
+    return f"u{sender}:{int(message.date.timestamp())}:{digest}"

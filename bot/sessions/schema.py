@@ -203,6 +203,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        8,
+        "groups with several personas: who answers each message (bot.groups)",
+        (
+            # One row per human group message, whichever bot's copy came first; topic_id
+            # '' is "no topic", so the key stays unique. answerers/answered: JSON lists of
+            # channels, in answer order / done.
+            """CREATE TABLE group_turns (
+                chat_id TEXT NOT NULL,
+                topic_id TEXT NOT NULL,
+                shared_id TEXT NOT NULL,
+                answerers TEXT NOT NULL,
+                answered TEXT NOT NULL DEFAULT '[]',
+                decided_at REAL NOT NULL,
+                PRIMARY KEY (chat_id, topic_id, shared_id)
+            )""",
+            "CREATE INDEX group_turns_decided_at ON group_turns (decided_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -29,6 +29,7 @@ from typing import Any, Self
 import aiosqlite
 
 from bot.errors import StoreError
+from bot.sessions.group_turns import GroupTurnStore, SqliteGroupTurns
 from bot.sessions.inbox import InboxRow as InboxRow
 from bot.sessions.inbox import InboxStore, SqliteInbox
 from bot.sessions.pairing_store import PairingStore, SqlitePairing
@@ -83,8 +84,8 @@ class SessionInfo:
     last_activity: float | None
 
 
-class SessionStore(InboxStore, UsageStore, PairingStore):
-    """Conversation memory, durable inbox, usage, pairing. Raises only ``bot.errors.StoreError``."""
+class SessionStore(InboxStore, UsageStore, PairingStore, GroupTurnStore):
+    """Memory, durable inbox, usage, pairing, group turns. Raises only ``StoreError``."""
 
     @abstractmethod
     async def open(self) -> None:
@@ -232,7 +233,7 @@ def _key_params(key: SessionKey) -> tuple[str, str, str | None, str]:
     return (key.channel, key.chat_id, key.topic_id, key.agent_id)
 
 
-class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SessionStore):
+class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTurns, SessionStore):
     """The default store: one SQLite file in WAL mode; ``":memory:"`` works for tests."""
 
     def __init__(
@@ -435,6 +436,8 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SessionStore):
             " AND ifnull(done_at, received_at) < ? LIMIT ?)"
         )
         cutoff = self._clock() - done_for_s
+        # Group decisions matter only while a copy of their message may still come.
+        await self._write("group_prune", "DELETE FROM group_turns WHERE decided_at < ?", (cutoff,))
         total = 0
         while True:
             deleted = (await self._write("inbox_prune", sql, (cutoff, _PRUNE_BATCH)))[1]

@@ -145,6 +145,8 @@ class _BotState:
     moved: dict[int, int] = field(default_factory=dict)  # group id → its supergroup's id
     blocked: set[int] = field(default_factory=set)  # chats where sending answers 403
     webhook_url: str = ""  # set: getUpdates answers 409, as Telegram does
+    # Supergroups number messages per chat, for every member alike: shared by all bots.
+    supergroup_ids: dict[int, int] = field(default_factory=dict)
 
     def user(self) -> dict[str, Any]:
         return {
@@ -155,8 +157,17 @@ class _BotState:
         }
 
     def new_message_id(self, chat_id: int) -> int:
-        self.last_message_id[chat_id] = self.last_message_id.get(chat_id, 0) + 1
-        return self.last_message_id[chat_id]
+        counter = self._counter(chat_id)
+        counter[chat_id] = counter.get(chat_id, 0) + 1
+        return counter[chat_id]
+
+    def saw_message_id(self, chat_id: int, message_id: int) -> None:
+        counter = self._counter(chat_id)
+        counter[chat_id] = max(counter.get(chat_id, 0), message_id)
+
+    def _counter(self, chat_id: int) -> dict[int, int]:
+        shared = self.chat(chat_id)["type"] == "supergroup"
+        return self.supergroup_ids if shared else self.last_message_id
 
     def chat(self, chat_id: int) -> dict[str, Any]:
         if chat_id in self.chats:
@@ -254,6 +265,7 @@ class FakeTelegram:
         self._bots: dict[str, _BotState] = {}
         self._sent: list[SentMessage] = []
         self._sent_signal = _Signal()
+        self._supergroup_ids: dict[int, int] = {}  # one message counter per supergroup
         self._stopped = asyncio.Event()
         self._poll_signal = _Signal()
         self.calls: list[ApiCall] = []
@@ -324,7 +336,7 @@ class FakeTelegram:
     def add_bot(self, token: str, username: str, first_name: str | None = None) -> FakeBot:
         bot_id = int(token.split(":", 1)[0])  # ValueError for a malformed token
         bot = FakeBot(token, bot_id, username.lstrip("@"), first_name or username.lstrip("@"))
-        self._bots[token] = _BotState(bot)
+        self._bots[token] = _BotState(bot, supergroup_ids=self._supergroup_ids)
         return bot
 
     def revoke(self, token: str) -> None:
@@ -405,9 +417,50 @@ class FakeTelegram:
         if isinstance(message, dict) and {"chat", "message_id"} <= message.keys():
             chat_id, message_id = int(message["chat"]["id"]), int(message["message_id"])
             state.messages[(chat_id, message_id)] = message
-            last = state.last_message_id.get(chat_id, 0)
-            state.last_message_id[chat_id] = max(last, message_id)
+            state.saw_message_id(chat_id, message_id)
         return self._enqueue(state, update)
+
+    def inject_group_message(
+        self,
+        tokens: list[str],
+        chat_id: int,
+        text: str,
+        *,
+        user_id: int,
+        first_name: str = "User",
+        from_bot: bool = False,
+        reply_to: tuple[str, int] | None = None,
+        message_id: int | None = None,
+    ) -> dict[str, int]:
+        """One message in a supergroup, delivered as Telegram does to each bot in
+        ``tokens``: every bot gets its own update (its own update_id) with the same chat
+        and ``message_id``. ``reply_to`` names a message a bot sent there (its token and
+        id). ``message_id`` delivers a message injected before to more bots (one bot's
+        copy may reach the bridge well before another's). Returns each token's update_id."""
+        chat = {"id": chat_id, "type": "supergroup", "title": f"Chat {chat_id}"}
+        if message_id is None:
+            message_id = self._supergroup_ids[chat_id] = self._supergroup_ids.get(chat_id, 0) + 1
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": user_id, "is_bot": from_bot, "first_name": first_name},
+            "text": text,
+        }
+        if entities := _auto_entities(text):
+            message["entities"] = entities
+        if reply_to is not None:
+            original = self._state(reply_to[0]).messages.get((chat_id, reply_to[1]))
+            if original is None:
+                raise ValueError(f"no message {reply_to[1]} in chat {chat_id}")
+            message["reply_to_message"] = _strip_reply(original)
+        ids = {}
+        for token in tokens:
+            state = self._state(token)
+            state.chats[chat_id] = chat
+            state.messages[(chat_id, message["message_id"])] = message
+            ids[token] = self._enqueue(state, {"message": dict(message)})
+        return ids
 
     def _enqueue(self, state: _BotState, update: dict[str, Any]) -> int:
         update_id = update["update_id"] = state.next_update_id
