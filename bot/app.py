@@ -118,6 +118,7 @@ class App:
         self.metrics.track_cooldowns(self.cooldowns.snapshot)
         self.lanes = ChatLanes()
         self.chat_moves: dict[tuple[str, str], str] = {}
+        self._replayed: dict[str, asyncio.Event] = {}  # channel → its stored rows are queued
         self._channel_factory = channels
         self._fixed_router = router
         self.compaction = CompactionWorker(
@@ -235,19 +236,28 @@ class App:
 
     async def _start_channels(self, channels: list[Channel]) -> None:
         self.channels.update({c.name: c for c in channels})
+        # A channel may deliver new updates as soon as it starts; they wait at this gate
+        # until its stored rows are queued, so a chat's old messages go first.
+        gates = {c.name: self._replayed.setdefault(c.name, asyncio.Event()) for c in channels}
+        for gate in gates.values():
+            gate.clear()
         results = await asyncio.gather(
             *(c.start(self.handle) for c in channels), return_exceptions=True
         )
-        for channel, result in zip(channels, results, strict=True):
-            if isinstance(result, ChannelError):
-                log.error("channel %s not started: %s", channel.name, result)
-                del self.channels[channel.name]
-                self.refused[channel.name] = result
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                self.refused.pop(channel.name, None)
-                await self._replay(channel)
+        try:
+            for channel, result in zip(channels, results, strict=True):
+                if isinstance(result, ChannelError):
+                    log.error("channel %s not started: %s", channel.name, result)
+                    del self.channels[channel.name]
+                    self.refused[channel.name] = result
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    self.refused.pop(channel.name, None)
+                    await self._replay(channel)
+        finally:  # only now: a group's lane is shared by every bot in it
+            for gate in gates.values():
+                gate.set()
 
     async def _replay(self, channel: Channel) -> None:
         """Rows stored before a restart (or while the channel was away) and held by no lane
@@ -344,6 +354,9 @@ class App:
     # --- the data path --------------------------------------------------------------
 
     async def handle(self, message: InboundMessage) -> None:
+        gate = self._replayed.get(message.channel)
+        if gate is not None and not gate.is_set():
+            await gate.wait()
         if message.moved_to is not None:
             await self._chat_moved(message.channel, message.chat_id, message.moved_to)
             return

@@ -247,3 +247,20 @@ async def test_a_huge_answer_is_cut_to_the_bots_message_cap_and_says_so(
     assert tail(sent[4].text) == "and then?"
     assert len(fake_telegram.sent(ALICE.token, 16)) == 5
     assert Counter(m.chat_id for m in fake_telegram.sent(ALICE.token)) == {16: 5}
+
+
+async def test_after_a_restart_stored_messages_are_answered_before_new_ones(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script("alice-model", Slow(600))
+    bridge = BridgeProcess.write(tmp_path, config_for(fake_telegram, fake_llm))
+    await bridge.start_polling(fake_telegram, ALICE.token)
+    fake_telegram.inject_message(ALICE.token, chat_id=17, text="old")
+    await fake_llm.wait_for_requests(1, timeout=30)
+    await bridge.kill()
+    for n in range(3):  # waiting at Telegram while the bridge is down
+        fake_telegram.inject_message(ALICE.token, chat_id=17, text=f"new {n}")
+    await bridge.start_polling(fake_telegram, ALICE.token)
+    sent = await fake_telegram.wait_for_sent(ALICE.token, 4, chat_id=17, timeout=30)
+    assert await bridge.stop() == 0
+    assert [tail(m.text) for m in sent] == ["old", "new 0", "new 1", "new 2"]

@@ -103,6 +103,8 @@ def addressed(message: Message, spec: TelegramBot, me: BotIdentity) -> bool:
 
 def strip_mention(text: str, me: BotIdentity) -> str:
     """Drop our own @mention so the model sees what the person said to it."""
+    if not me.username:  # not connected yet (a replay): nothing known to strip
+        return text
     mention = f"@{me.username}"
     if text.startswith("/"):
         head, _, rest = text.partition(" ")
