@@ -131,5 +131,7 @@ def shared_message_id(message: Message) -> str:
     if message.chat.type == "supergroup":
         return f"m{message.message_id}"
     sender = message.from_user.id if message.from_user else 0
-    digest = hashlib.sha256((message.text or "").encode()).hexdigest()[:16]
+    # surrogatepass: a lone surrogate (half an emoji) must not make the message unreadable.
+    text = (message.text or "").encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(text).hexdigest()[:16]
     return f"u{sender}:{int(message.date.timestamp())}:{digest}"
