@@ -9,6 +9,14 @@ The server answers the handful of methods the bridge uses with Telegram's semant
 confirmation, long polling, 409 on concurrent polls, HTML validation, the 4096 UTF-16 limit)
 and records every call so tests can assert on what the bridge did. Everything runs on one event
 loop: call the sync helpers (``inject_message`` ...) from that loop's thread.
+
+Webhooks: once ``setWebhook`` names a URL that ``route_webhooks`` maps to a local server (the
+fake's stand-in for the reverse proxy that ends TLS), queued updates are POSTed there with the
+``X-Telegram-Bot-Api-Secret-Token`` header, one at a time per bot in update_id order (as with
+``max_connections=1``; bots deliver independently). A 2xx confirms an update; anything else,
+or no answer, is retried after a short, growing pause, and after ``WEBHOOK_ATTEMPTS`` the
+update is dropped, as Telegram gives up after "a reasonable number of attempts". A URL nobody
+mapped is never contacted (no network): its updates wait, as for an unreachable host.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+import aiohttp
 from aiohttp import web
 
 from bot.testing.telegram_html import HtmlParseError, parse_html, utf16_len
@@ -52,6 +61,10 @@ _CHAT_ACTIONS = frozenset(
     | {"upload_document", "choose_sticker", "find_location", "record_video_note"}
     | {"upload_video_note"}
 )
+WEBHOOK_ATTEMPTS = 8
+WEBHOOK_RETRY_S = 0.05  # doubled after each failed attempt, up to WEBHOOK_RETRY_MAX_S
+WEBHOOK_RETRY_MAX_S = 1.0
+_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _COMMAND_RE = re.compile(r"[a-z0-9_]{1,32}")
 _MENTION_RE = re.compile(r"(?<![\w/@])@[A-Za-z0-9_]{1,32}")
 
@@ -147,6 +160,9 @@ class _BotState:
     webhook_url: str = ""  # set: getUpdates answers 409, as Telegram does
     # Supergroups number messages per chat, for every member alike: shared by all bots.
     supergroup_ids: dict[int, int] = field(default_factory=dict)
+    webhook_secret: str = ""
+    webhook_pusher: asyncio.Task[None] | None = None
+    deliveries: list[tuple[int, int]] = field(default_factory=list)  # (update_id, status)
 
     def user(self) -> dict[str, Any]:
         return {
@@ -268,6 +284,8 @@ class FakeTelegram:
         self._supergroup_ids: dict[int, int] = {}  # one message counter per supergroup
         self._stopped = asyncio.Event()
         self._poll_signal = _Signal()
+        self._proxies: dict[str, str] = {}  # public URL prefix → local base URL
+        self._client: aiohttp.ClientSession | None = None
         self.calls: list[ApiCall] = []
         self._methods: dict[str, Callable[[_BotState, dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
@@ -310,6 +328,10 @@ class FakeTelegram:
         self._stopped.set()  # held requests give up too
         for state in self._bots.values():
             state.signal.notify()
+            await self._stop_pushing(state)
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         runner, self._runner = self._runner, None
         await runner.cleanup()
 
@@ -346,6 +368,19 @@ class FakeTelegram:
     def set_webhook(self, token: str, url: str) -> None:
         """Leave a webhook set, as another deployment might: polling then gets 409."""
         self._state(token).webhook_url = url
+
+    def route_webhooks(self, public_prefix: str, local_base: str) -> None:
+        """Deliver webhooks for URLs under ``public_prefix`` to ``local_base`` instead (what a
+        TLS-ending reverse proxy does): ``https://bot.example/x/alice`` →
+        ``http://127.0.0.1:8081/x/alice`` minus the prefix, i.e. ``…:8081/alice``."""
+        self._proxies[public_prefix.rstrip("/")] = local_base.rstrip("/")
+
+    def webhook_deliveries(self, token: str) -> list[tuple[int, int]]:
+        """Every webhook POST so far as (update_id, HTTP status; 0 when nothing answered)."""
+        return list(self._state(token).deliveries)
+
+    def webhook_secret(self, token: str) -> str:
+        return self._state(token).webhook_secret
 
     def webhook_url(self, token: str) -> str:
         return self._state(token).webhook_url
@@ -667,6 +702,7 @@ class FakeTelegram:
 
     async def _delete_webhook(self, state: _BotState, params: dict[str, Any]) -> Any:
         state.webhook_url = ""
+        await self._stop_pushing(state)
         if params.get("drop_pending_updates") is True:
             self._confirm(state, state.next_update_id)
         return True
@@ -677,8 +713,63 @@ class FakeTelegram:
             raise _ApiError(
                 400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
             )
-        state.webhook_url = url
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise _ApiError(400, "Bad Request: secret token contains unallowed characters")
+        await self._stop_pushing(state)
+        state.webhook_url, state.webhook_secret = url, str(secret or "")
+        if isinstance(params.get("allowed_updates"), list):
+            state.allowed_updates = params["allowed_updates"]
+        if url:
+            state.webhook_pusher = asyncio.create_task(
+                self._push_updates(state), name=f"webhook @{state.bot.username}"
+            )
         return True
+
+    # -- webhook delivery ------------------------------------------------------------------
+
+    def _local_url(self, url: str) -> str | None:
+        for prefix, local in self._proxies.items():
+            if url == prefix or url.startswith(prefix + "/"):
+                return local + url[len(prefix) :]
+        return None
+
+    async def _stop_pushing(self, state: _BotState) -> None:
+        task, state.webhook_pusher = state.webhook_pusher, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _push_updates(self, state: _BotState) -> None:
+        """POST queued updates one at a time; confirm on 2xx, retry (bounded) otherwise."""
+        target = self._local_url(state.webhook_url)
+        if target is None:
+            return  # not routed: never leave 127.0.0.1; the updates wait
+        if self._client is None:
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        headers = {_SECRET_HEADER: state.webhook_secret} if state.webhook_secret else {}
+        attempts, pause = 0, WEBHOOK_RETRY_S
+        while not self._closing:
+            ready = self._ready(state, 1)
+            if not ready:
+                await state.signal.wait(1.0)
+                continue
+            update = ready[0]
+            try:
+                async with self._client.post(target, json=update, headers=headers) as answer:
+                    status = answer.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            state.deliveries.append((update["update_id"], status))
+            attempts += 1
+            if 200 <= status < 300 or attempts >= WEBHOOK_ATTEMPTS:
+                if status // 100 != 2:
+                    _log.warning("fake telegram: update %d dropped", update["update_id"])
+                self._confirm(state, update["update_id"] + 1)
+                attempts, pause = 0, WEBHOOK_RETRY_S
+                continue
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, WEBHOOK_RETRY_MAX_S)
 
     async def _get_webhook_info(self, state: _BotState, params: dict[str, Any]) -> Any:
         return {
