@@ -284,6 +284,7 @@ class FakeTelegram:
         self._supergroup_ids: dict[int, int] = {}  # one message counter per supergroup
         self._stopped = asyncio.Event()
         self._poll_signal = _Signal()
+        self._delivery_signal = _Signal()
         self._proxies: dict[str, str] = {}  # public URL prefix → local base URL
         self._client: aiohttp.ClientSession | None = None
         self.calls: list[ApiCall] = []
@@ -379,8 +380,21 @@ class FakeTelegram:
         """Every webhook POST so far as (update_id, HTTP status; 0 when nothing answered)."""
         return list(self._state(token).deliveries)
 
-    def webhook_secret(self, token: str) -> str:
-        return self._state(token).webhook_secret
+    async def wait_for_deliveries(
+        self,
+        token: str,
+        count: int,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> list[tuple[int, int]]:
+        """Wait until ``count`` webhook POSTs were answered (or failed); return them all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(found := self.webhook_deliveries(token)) < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"waited {timeout}s for {count} webhook deliveries: {found}")
+            await self._delivery_signal.wait(remaining)
+        return found
 
     def webhook_url(self, token: str) -> str:
         return self._state(token).webhook_url
@@ -761,6 +775,7 @@ class FakeTelegram:
             except (aiohttp.ClientError, TimeoutError):
                 status = 0
             state.deliveries.append((update["update_id"], status))
+            self._delivery_signal.notify()
             attempts += 1
             if 200 <= status < 300 or attempts >= WEBHOOK_ATTEMPTS:
                 if status // 100 != 2:
