@@ -271,3 +271,32 @@ async def test_webhook_port_taken_exits_78_naming_webhook_port(
     assert "webhook.port" in logs
     assert "Traceback" not in logs
     assert fake_telegram.calls_to("setWebhook") == []
+
+
+async def test_a_reload_can_turn_a_polling_bot_into_a_webhook_bot(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    """The webhook section may arrive with a reload: the server starts then, before the bot
+    registers its webhook; the bot stops polling."""
+    setup = Setup(tmp_path, fake_telegram, fake_llm, [ALICE])
+    webhook_config = json.loads(json.dumps(setup.config))
+    polling = setup.config
+    del polling["webhook"]
+    polling["channels"]["telegram_bots"][0]["updates"] = "polling"
+    del polling["channels"]["telegram_bots"][0]["webhook_secret"]
+    bridge = setup.bridge()
+    await bridge.start_polling(fake_telegram, ALICE.token)
+    await bridge.wait_for_log("persona-bridge ready")
+    bridge.config_path.write_text(json.dumps(webhook_config))
+    assert bridge.process is not None
+    bridge.process.send_signal(signal.SIGHUP)
+    await until(lambda: fake_telegram.webhook_url(ALICE.token) == f"{PUBLIC}/alice", bridge)
+    polls = len(fake_telegram.calls_to("getUpdates", ALICE.token))
+    fake_telegram.inject_message(ALICE.token, chat_id=18, text="pushed now")
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=18)
+    assert await bridge.stop() == 0
+
+    assert reply.text.endswith("] pushed now")
+    assert fake_telegram.webhook_deliveries(ALICE.token) == [(1, 200)]
+    assert len(fake_telegram.calls_to("getUpdates", ALICE.token)) == polls  # no poll since
+    assert "webhook server listening" in bridge.logs()

@@ -247,10 +247,9 @@ class TelegramChannel(Channel):
 
     async def stop(self) -> None:
         """Stops receiving. A webhook stays set: Telegram keeps the updates until the next
-        start (or another process behind the same URL) takes them."""
+        start (or another process behind the same URL) takes them; until ``close`` a POST
+        for this bot gets a 503, which Telegram retries."""
         self._stopping.set()
-        if self._webhooks is not None:
-            self._webhooks.unregister(self.spec.id, self)
         for task in (self._starter, self._poller):
             if task is not None:
                 task.cancel()
@@ -262,6 +261,8 @@ class TelegramChannel(Channel):
 
     async def close(self) -> None:
         """Release the HTTP pools; after the last reply has been sent."""
+        if self._webhooks is not None:
+            self._webhooks.unregister(self.spec.id, self)
         await self._bot.shutdown()
 
     async def send(

@@ -8,7 +8,7 @@ it is stored is lost by a crash. So a request does exactly what one polled updat
 access rules, the inbox row, the hand-over to the chat's lane — and returns. Telegram
 retries anything but a 2xx, which is what every "not now" answer here relies on:
 
-- unknown bot id → 404; wrong or missing ``X-Telegram-Bot-Api-Secret-Token`` → 401
+- a bot id no running bot has → 404; wrong or missing ``X-Telegram-Bot-Api-Secret-Token`` → 401
   (compared in constant time; nothing is read or stored);
 - the bot is not connected yet, or stopping → 503, and the store failing → 503;
 - a body over ``MAX_BODY`` → 413; a body that is no update → 200, logged as skipped by id
@@ -19,12 +19,14 @@ retries anything but a 2xx, which is what every "not now" answer here relies on:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.config.schema import WebhookSettings
 from bot.errors import ConfigError, ConfigProblem, PersonaBridgeError
@@ -54,14 +56,16 @@ class WebhookBot(Protocol):
 
 
 class _ClientErrorsAtDebug(logging.Filter):
-    """aiohttp logs a malformed request at ERROR with a traceback: the client's mistake."""
+    """aiohttp logs a malformed request at ERROR with a traceback: the client's mistake,
+    and a hostile client must not fill the journal. Our own errors stay ERRORs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.levelno >= logging.ERROR:
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            record.exc_info, record.exc_text = None, None
-            return _http_log.isEnabledFor(logging.DEBUG)
-        return True
+        if not (record.exc_info and isinstance(record.exc_info[1], HttpProcessingError)):
+            return True
+        record.msg, record.args = "webhook server: %s", (" ".join(str(record.exc_info[1]).split()),)
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        return _http_log.isEnabledFor(logging.DEBUG)
 
 
 _http_log = log.getChild("http")
@@ -92,6 +96,8 @@ class WebhookServer:
         """Listening on return. A port that cannot be bound is the config's problem (78)."""
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/{bot_id}", self._update)
+        # handler_cancellation stays off: a client hanging up must not cancel a request
+        # between storing its update and handing it to the chat's lane.
         runner = web.AppRunner(
             app,
             shutdown_timeout=STOP_GRACE_S,
@@ -142,10 +148,13 @@ class WebhookServer:
         if not bot.accepting():
             return web.Response(status=503, text="not ready; retry\n")
         try:
-            body = await request.read()
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             log.warning("webhook %s: a body over %d bytes refused", bot_id, MAX_BODY)
             return web.Response(status=413, text="too large\n")
+        except TimeoutError:
+            return web.Response(status=408, text="body too slow\n")
         raw = _update_of(body)
         if raw is None:
             log.warning("webhook %s: a body that is not an update skipped", bot_id)
