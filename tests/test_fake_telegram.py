@@ -476,3 +476,37 @@ async def test_an_unrouted_webhook_is_never_contacted(
     assert fake.webhook_deliveries(TOKEN) == []
     assert await bot.delete_webhook()
     assert [u.update_id for u in await bot.get_updates(timeout=0)] == [1]
+
+
+async def test_webhook_deliveries_run_in_parallel_across_chats_but_in_order_within_one(
+    fake: FakeTelegram, bot: telegram.Bot
+) -> None:
+    release_first = asyncio.Event()
+    arrivals: list[int] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        update_id = (await request.json())["update_id"]
+        arrivals.append(update_id)
+        if update_id == 1:
+            await release_first.wait()  # chat A's first update is slow to be answered
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/{bot}", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        fake.route_webhooks("https://h.example.test", f"http://127.0.0.1:{runner.addresses[0][1]}")
+        assert await bot.set_webhook("https://h.example.test/x")
+        fake.inject_message(TOKEN, CHAT, "a1")
+        fake.inject_message(TOKEN, CHAT, "a2")
+        fake.inject_message(TOKEN, CHAT + 1, "b1")
+        await fake.wait_for_deliveries(TOKEN, 1)  # b1, while a1 is still unanswered
+        before_release = list(arrivals)
+        release_first.set()
+        await fake.wait_for_deliveries(TOKEN, 3)
+    finally:
+        await runner.cleanup()
+    assert sorted(before_release) == [1, 3]  # a2 waits for a1; b1 does not
+    assert arrivals[-1] == 2

@@ -12,11 +12,12 @@ loop: call the sync helpers (``inject_message`` ...) from that loop's thread.
 
 Webhooks: once ``setWebhook`` names a URL that ``route_webhooks`` maps to a local server (the
 fake's stand-in for the reverse proxy that ends TLS), queued updates are POSTed there with the
-``X-Telegram-Bot-Api-Secret-Token`` header, one at a time per bot in update_id order (as with
-``max_connections=1``; bots deliver independently). A 2xx confirms an update; anything else,
-or no answer, is retried after a short, growing pause, and after ``WEBHOOK_ATTEMPTS`` the
-update is dropped, as Telegram gives up after "a reasonable number of attempts". A URL nobody
-mapped is never contacted (no network): its updates wait, as for an unreachable host.
+``X-Telegram-Bot-Api-Secret-Token`` header: up to ``max_connections`` (setWebhook's, default 40)
+requests at once per bot, but one chat's updates one at a time, in update_id order (the next
+waits for the previous one's answer). A 2xx confirms an update; anything else, or no answer,
+is retried after a short, growing pause, and after ``WEBHOOK_ATTEMPTS`` the update is dropped,
+as Telegram gives up after "a reasonable number of attempts". A URL nobody mapped is never
+contacted (no network): its updates wait, as for an unreachable host.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ class _BotState:
     # Supergroups number messages per chat, for every member alike: shared by all bots.
     supergroup_ids: dict[int, int] = field(default_factory=dict)
     webhook_secret: str = ""
+    max_connections: int = 40
     webhook_pusher: asyncio.Task[None] | None = None
     deliveries: list[tuple[int, int]] = field(default_factory=list)  # (update_id, status)
 
@@ -264,6 +266,16 @@ def _auto_entities(text: str) -> list[dict[str, Any]]:
         offset = utf16_len(text[: match.start()])
         found.append({"type": "mention", "offset": offset, "length": utf16_len(match.group())})
     return found
+
+
+def _chat_of(update: dict[str, Any]) -> object:
+    """What per-chat ordering keys on: the chat of any message-like field, else the update."""
+    for value in update.values():
+        if isinstance(value, dict):
+            chat = value.get("chat")
+            if isinstance(chat, dict) and "id" in chat:
+                return ("chat", chat["id"])
+    return ("update", update["update_id"])
 
 
 def _strip_reply(message: dict[str, Any]) -> dict[str, Any]:
@@ -734,6 +746,7 @@ class FakeTelegram:
         state.webhook_url, state.webhook_secret = url, str(secret or "")
         if isinstance(params.get("allowed_updates"), list):
             state.allowed_updates = params["allowed_updates"]
+        state.max_connections = min(max(_int_param(params, "max_connections", 40), 1), 100)
         if url:
             state.webhook_pusher = asyncio.create_task(
                 self._push_updates(state), name=f"webhook @{state.bot.username}"
@@ -755,36 +768,65 @@ class FakeTelegram:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _push_updates(self, state: _BotState) -> None:
-        """POST queued updates one at a time; confirm on 2xx, retry (bounded) otherwise."""
+        """Deliver queued updates: up to ``max_connections`` at once, but never two of one
+        chat, and each chat's in update_id order (a chat's next update waits until its
+        previous one is answered with a 2xx or given up)."""
         target = self._local_url(state.webhook_url)
         if target is None:
             return  # not routed: never leave 127.0.0.1; the updates wait
         if self._client is None:
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         headers = {_SECRET_HEADER: state.webhook_secret} if state.webhook_secret else {}
-        attempts, pause = 0, WEBHOOK_RETRY_S
-        while not self._closing:
-            ready = self._ready(state, 1)
-            if not ready:
+        posting: dict[int, asyncio.Task[None]] = {}  # update_id → its delivery
+        try:
+            while not self._closing:
+                waiting: set[object] = set()  # chats with an earlier update not yet answered
+                for update in self._ready(state, len(state.updates)):
+                    chat = _chat_of(update)
+                    if update["update_id"] in posting or chat in waiting:
+                        waiting.add(chat)
+                        continue
+                    waiting.add(chat)
+                    if len(posting) < state.max_connections:
+                        posting[update["update_id"]] = asyncio.create_task(
+                            self._post_update(state, self._client, target, headers, update, posting)
+                        )
                 await state.signal.wait(1.0)
-                continue
-            update = ready[0]
+        finally:
+            for task in posting.values():
+                task.cancel()
+            await asyncio.gather(*posting.values(), return_exceptions=True)
+
+    async def _post_update(
+        self,
+        state: _BotState,
+        client: aiohttp.ClientSession,
+        target: str,
+        headers: dict[str, str],
+        update: dict[str, Any],
+        posting: dict[int, asyncio.Task[None]],
+    ) -> None:
+        """One update until a 2xx, or dropped after WEBHOOK_ATTEMPTS; then the next of its
+        chat may go."""
+        pause = WEBHOOK_RETRY_S
+        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
             try:
-                async with self._client.post(target, json=update, headers=headers) as answer:
+                async with client.post(target, json=update, headers=headers) as answer:
                     status = answer.status
             except (aiohttp.ClientError, TimeoutError):
                 status = 0
             state.deliveries.append((update["update_id"], status))
             self._delivery_signal.notify()
-            attempts += 1
-            if 200 <= status < 300 or attempts >= WEBHOOK_ATTEMPTS:
-                if status // 100 != 2:
-                    _log.warning("fake telegram: update %d dropped", update["update_id"])
-                self._confirm(state, update["update_id"] + 1)
-                attempts, pause = 0, WEBHOOK_RETRY_S
-                continue
+            if 200 <= status < 300:
+                break
+            if attempt == WEBHOOK_ATTEMPTS:
+                _log.warning("fake telegram: update %d dropped", update["update_id"])
+                break
             await asyncio.sleep(pause)
             pause = min(pause * 2, WEBHOOK_RETRY_MAX_S)
+        state.updates = [u for u in state.updates if u is not update]
+        del posting[update["update_id"]]
+        state.signal.notify()  # the chat's next update may go now
 
     async def _get_webhook_info(self, state: _BotState, params: dict[str, Any]) -> Any:
         return {
