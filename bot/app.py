@@ -124,6 +124,7 @@ class App:
         self.chat_moves: dict[tuple[str, str], str] = {}
         # Webhook bots register here; it listens only when the config has a webhook section.
         self.webhooks = WebhookServer()
+        self._serves_webhooks = channels is None  # `chat` (its own channels) binds nothing
         self._channel_factory = channels or (
             lambda loaded, inbox: telegram_channels(loaded, inbox, self.webhooks)
         )
@@ -286,7 +287,8 @@ class App:
         """The webhook server, before any bot registers its webhook; ConfigError (exit 78)
         when webhook.port cannot be bound. Host and port are fixed until a restart."""
         settings = loaded.config.webhook
-        if settings is None:
+        wanted = any(bot.updates == "webhook" for bot in loaded.config.channels.bots())
+        if settings is None or not wanted or not self._serves_webhooks:
             return
         if not self.webhooks.listening:
             await self.webhooks.start(settings)
