@@ -122,7 +122,7 @@ class App:
         self.metrics.track_cooldowns(self.cooldowns.snapshot)
         self.lanes = ChatLanes()
         self.chat_moves: dict[tuple[str, str], str] = {}
-        # Webhook bots register here; it listens only when the config has a webhook section.
+        # Webhook bots register here; it listens only while a bot of `run` uses webhook mode.
         self.webhooks = WebhookServer()
         self._serves_webhooks = channels is None  # `chat` (its own channels) binds nothing
         self._channel_factory = channels or (
