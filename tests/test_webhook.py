@@ -21,7 +21,7 @@ import pytest_asyncio
 from bot.testing import BridgeProcess, FakeLLM, FakeTelegram
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
-from bot.testing.fake_llm import Echo, Slow
+from bot.testing.fake_llm import Echo, Hang, Slow
 
 ALICE = BotPlan(
     "alice", "7100001:alice-token-" + "H" * 30, "alice", "You are Alice.", "alice-model"
@@ -300,3 +300,27 @@ async def test_a_reload_can_turn_a_polling_bot_into_a_webhook_bot(
     assert fake_telegram.webhook_deliveries(ALICE.token) == [(1, 200)]
     assert len(fake_telegram.calls_to("getUpdates", ALICE.token)) == polls  # no poll since
     assert "webhook server listening" in bridge.logs()
+
+
+async def test_an_acknowledged_update_survives_kill_9(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    """The 200 comes after the durable insert: a crash right after it loses nothing."""
+    setup = Setup(tmp_path, fake_telegram, fake_llm, [ALICE])
+    fake_llm.script(ALICE.model, Hang(), Echo())  # the first turn never finishes
+    bridge = await setup.started()
+    async with httpx.AsyncClient(base_url=setup.local) as http:
+        acknowledged = await http.post(
+            "/alice", json=update(900, 19, "keep me"), headers={HEADER: SECRET}
+        )
+        rows_at_ack = setup.inbox_rows()
+    await fake_llm.wait_for_requests(1, model=ALICE.model)  # its turn is running, never finishing
+    await bridge.kill()
+    assert fake_telegram.sent(ALICE.token) == []
+    restarted = await setup.started()
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=19)
+    assert await restarted.stop() == 0
+
+    assert acknowledged.status_code == 200
+    assert rows_at_ack == 1
+    assert reply.text.endswith("] keep me")
