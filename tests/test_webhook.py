@@ -120,7 +120,7 @@ async def test_a_webhook_bot_registers_answers_and_never_polls(
     bridge = await setup.started()
     await fake_telegram.wait_for_poll(BOB.token)  # the polling bot beside it still polls
     fake_telegram.inject_message(ALICE.token, chat_id=11, text="hello by webhook")
-    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=11)
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=11, timeout=30)
     gateway = await bridge.wait_for_log(r"gateway listening on (http://127\.0\.0\.1:\d+)")
     async with httpx.AsyncClient(base_url=gateway.group(1)) as http:
         ready = (await http.get("/readyz")).json()
@@ -176,11 +176,11 @@ async def test_an_update_delivered_twice_is_answered_once(
     body = update(700, 13, "only once please")
     async with httpx.AsyncClient(base_url=setup.local) as http:
         first = await http.post("/alice", json=body, headers={HEADER: SECRET})
-        await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=13)
+        await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=13, timeout=30)
         again = await http.post("/alice", json=body, headers={HEADER: SECRET})
     # A later update of the same chat is answered: the duplicate went before it, unanswered.
     fake_telegram.inject_message(ALICE.token, chat_id=13, text="and then this")
-    sent = await fake_telegram.wait_for_sent(ALICE.token, 2, chat_id=13)
+    sent = await fake_telegram.wait_for_sent(ALICE.token, 2, chat_id=13, timeout=30)
     rows = setup.inbox_rows()
     assert await bridge.stop() == 0
 
@@ -198,7 +198,7 @@ async def test_a_malformed_update_is_skipped_and_later_ones_are_answered(
     async with httpx.AsyncClient(base_url=setup.local) as http:
         not_json = await http.post("/alice", content=b"{not json", headers={HEADER: SECRET})
     fake_telegram.inject_message(ALICE.token, chat_id=14, text="still here?")
-    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=14)
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=14, timeout=30)
     assert await bridge.stop() == 0
 
     assert not_json.status_code == 200  # a retry would never help
@@ -214,17 +214,17 @@ async def test_updates_are_acknowledged_before_their_turns_and_answered_in_order
     tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
 ) -> None:
     setup = Setup(tmp_path, fake_telegram, fake_llm, [ALICE])
-    fake_llm.script(ALICE.model, Slow(3.0, Echo()))  # the first turn is slow; the rest echo
+    fake_llm.script(ALICE.model, Slow(4.0, Echo()))  # the first turn is slow; the rest echo
     bridge = await setup.started()
     texts = [f"message {n}" for n in range(6)]
     for text in texts:
         fake_telegram.inject_message(ALICE.token, chat_id=15, text=text)
     fake_telegram.inject_message(ALICE.token, chat_id=16, text="other chat")
     # Every update is stored and acknowledged while the first turn is still running.
-    await fake_telegram.wait_for_deliveries(ALICE.token, 7)
+    await fake_telegram.wait_for_deliveries(ALICE.token, 7, timeout=30)
     acknowledged_before_any_reply = fake_telegram.sent(ALICE.token, chat_id=15) == []
     sent = await fake_telegram.wait_for_sent(ALICE.token, 6, chat_id=15, timeout=30)
-    await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=16)
+    await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=16, timeout=30)
     assert await bridge.stop() == 0
 
     assert acknowledged_before_any_reply
@@ -245,7 +245,7 @@ async def test_switching_back_to_polling_deletes_the_webhook(
     bridge.process.send_signal(signal.SIGHUP)
     await fake_telegram.wait_for_poll(ALICE.token, timeout=30)
     fake_telegram.inject_message(ALICE.token, chat_id=17, text="polled again")
-    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=17)
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=17, timeout=30)
     assert await bridge.stop() == 0
 
     assert fake_telegram.webhook_url(ALICE.token) == ""
@@ -293,7 +293,7 @@ async def test_a_reload_can_turn_a_polling_bot_into_a_webhook_bot(
     await until(lambda: fake_telegram.webhook_url(ALICE.token) == f"{PUBLIC}/alice", bridge)
     polls = len(fake_telegram.calls_to("getUpdates", ALICE.token))
     fake_telegram.inject_message(ALICE.token, chat_id=18, text="pushed now")
-    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=18)
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=18, timeout=30)
     assert await bridge.stop() == 0
 
     assert reply.text.endswith("] pushed now")
@@ -318,7 +318,7 @@ async def test_an_acknowledged_update_survives_kill_9(
     await bridge.kill()
     assert fake_telegram.sent(ALICE.token) == []
     restarted = await setup.started()
-    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=19)
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=19, timeout=30)
     assert await restarted.stop() == 0
 
     assert acknowledged.status_code == 200
