@@ -324,3 +324,32 @@ async def test_an_acknowledged_update_survives_kill_9(
     assert acknowledged.status_code == 200
     assert rows_at_ack == 1
     assert reply.text.endswith("] keep me")
+
+
+async def test_a_failed_set_webhook_is_retried_and_readiness_waits_for_it(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    setup = Setup(tmp_path, fake_telegram, fake_llm, [ALICE])
+    fake_telegram.fail_next(
+        ALICE.token, "setWebhook", status=502, description="Bad Gateway", times=2
+    )
+    bridge = setup.bridge()
+    await bridge.start()
+    gateway = await bridge.wait_for_log(r"gateway listening on (http://127\.0\.0\.1:\d+)")
+    await bridge.wait_for_log(r"telegram-alice.*retry")
+    async with httpx.AsyncClient(base_url=gateway.group(1)) as http:
+        early = (await http.get("/readyz")).json()
+        await until(lambda: fake_telegram.webhook_url(ALICE.token) != "", bridge)
+        await bridge.wait_for_log("persona-bridge ready")
+        late = (await http.get("/readyz")).json()
+    fake_telegram.inject_message(ALICE.token, chat_id=20, text="after the retries")
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=20, timeout=30)
+    assert await bridge.stop() == 0
+
+    assert early["ready"] is False
+    assert early["bots"]["telegram-alice"]["mode"] == "webhook"
+    assert "Bad Gateway" in str(early["bots"]["telegram-alice"].get("error"))
+    assert late["ready"] is True
+    assert len(fake_telegram.calls_to("setWebhook", ALICE.token)) == 3
+    assert fake_telegram.calls_to("getUpdates", ALICE.token) == []
+    assert reply.text.endswith("] after the retries")
