@@ -353,3 +353,22 @@ async def test_a_failed_set_webhook_is_retried_and_readiness_waits_for_it(
     assert len(fake_telegram.calls_to("setWebhook", ALICE.token)) == 3
     assert fake_telegram.calls_to("getUpdates", ALICE.token) == []
     assert reply.text.endswith("] after the retries")
+
+
+async def test_a_reload_with_another_public_url_registers_it(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    setup = Setup(tmp_path, fake_telegram, fake_llm, [ALICE])
+    bridge = await setup.started()
+    moved = "https://moved.example.test"
+    fake_telegram.route_webhooks(moved, setup.local)
+    setup.config["webhook"]["public_url"] = moved
+    bridge.config_path.write_text(json.dumps(setup.config))
+    assert bridge.process is not None
+    bridge.process.send_signal(signal.SIGHUP)
+    await until(lambda: fake_telegram.webhook_url(ALICE.token) == f"{moved}/alice", bridge)
+    fake_telegram.inject_message(ALICE.token, chat_id=21, text="via the new address")
+    [reply] = await fake_telegram.wait_for_sent(ALICE.token, 1, chat_id=21, timeout=30)
+    assert await bridge.stop() == 0
+    assert reply.text.endswith("] via the new address")
+    assert fake_telegram.calls_to("getUpdates", ALICE.token) == []
