@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bot.channels.base import Channel, InboundMessage
 from bot.channels.telegram import TelegramChannel
+from bot.channels.telegram_webhook import WebhookServer
 from bot.commands import parse_command
 from bot.config.loader import LoadedConfig, load_config
 from bot.config.schema import BridgeConfig
@@ -63,9 +64,12 @@ MAX_INBOUND_CHARS = 32_000
 ChannelFactory = Callable[[LoadedConfig, "OwnedInbox"], Iterable[Channel]]
 
 
-def telegram_channels(loaded: LoadedConfig, inbox: OwnedInbox) -> list[Channel]:
+def telegram_channels(
+    loaded: LoadedConfig, inbox: OwnedInbox, webhooks: WebhookServer | None = None
+) -> list[Channel]:
     return [
-        TelegramChannel(bot, inbox, pairing=inbox.pairing) for bot in loaded.config.channels.bots()
+        TelegramChannel(bot, inbox, pairing=inbox.pairing, webhooks=webhooks)
+        for bot in loaded.config.channels.bots()
     ]
 
 
@@ -97,7 +101,7 @@ class App:
         self,
         loaded: LoadedConfig,
         *,
-        channels: ChannelFactory = telegram_channels,
+        channels: ChannelFactory | None = None,
         store: SessionStore | None = None,
         router: Router | None = None,
         exclusive: bool = False,
@@ -119,7 +123,12 @@ class App:
         self.lanes = ChatLanes()
         self.chat_moves: dict[tuple[str, str], str] = {}
         self._replayed: dict[str, asyncio.Event] = {}  # channel → its stored rows are queued
-        self._channel_factory = channels
+        # Webhook bots register here; it listens only while a bot of `run` uses webhook mode.
+        self.webhooks = WebhookServer()
+        self._serves_webhooks = channels is None  # `chat` (its own channels) binds nothing
+        self._channel_factory = channels or (
+            lambda loaded, inbox: telegram_channels(loaded, inbox, self.webhooks)
+        )
         self._fixed_router = router
         self.compaction = CompactionWorker(
             self.store, None, loaded.config.session, observe=self._compaction_outcome
@@ -205,6 +214,7 @@ class App:
             self.upkeep.start()
             self.chat_moves.update(await self.store.chat_moves())
             self.compaction.start()
+            await self._listen_for_webhooks(self.loaded)
             await self._start_channels(list(self._channel_factory(self.loaded, self._inbox)))
             if not self.channels:
                 raise self._nothing_started()
@@ -283,10 +293,24 @@ class App:
         payload = json.loads(row.payload)
         self.generation.subagents.resume(route, -row.update_id, payload)
 
+    async def _listen_for_webhooks(self, loaded: LoadedConfig) -> None:
+        """The webhook server, before any bot registers its webhook; ConfigError (exit 78)
+        when webhook.port cannot be bound. Host and port are fixed until a restart."""
+        settings = loaded.config.webhook
+        wanted = any(bot.updates == "webhook" for bot in loaded.config.channels.bots())
+        if settings is None or not wanted or not self._serves_webhooks:
+            return
+        if not self.webhooks.listening:
+            await self.webhooks.start(settings)
+        elif self.webhooks.bound != (settings.host, settings.port):
+            log.warning("webhook.host/port changed; that takes effect at the next restart")
+        self.webhooks.public_url = settings.public_url  # webhook bots set the new URL
+
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop receiving, let in-flight turns finish (bounded), then close everything."""
         channels = list(self.channels.values())
         await asyncio.gather(*(c.stop() for c in channels), return_exceptions=True)
+        await self.webhooks.stop()  # after the bots: a request meanwhile got a 503
         self.lanes.close()
         if not await self.lanes.join(within_s=grace_s):
             log.warning("turns still running after %.0fs; cancelling them", grace_s)
@@ -311,6 +335,12 @@ class App:
         self.redactor.add(secrets_of(loaded.config))
         if loaded.database != self.loaded.database:
             log.warning("session.database changed; that takes effect at the next restart")
+        try:
+            await self._listen_for_webhooks(loaded)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused, old config still running: %s", problem)
+            return False
         old, self.generation = self.generation, self._build(loaded)
         self.compaction.use_roles(self.generation.roles)
         await self._apply_channels(loaded)
@@ -334,6 +364,7 @@ class App:
             for name, current in self.channels.items()
             if name not in wanted
             or getattr(current, "spec", None) != getattr(wanted[name], "spec", None)
+            or getattr(current, "webhook_url", None) != getattr(wanted[name], "webhook_url", None)
         ]
         for channel in stale:
             await channel.stop()

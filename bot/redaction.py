@@ -51,7 +51,11 @@ class Redactor:
 
 
 def secrets_of(config: BridgeConfig) -> list[str]:
-    """Every secret a config holds: each bot's token and each model entry's API key."""
+    """Every secret a config holds: each bot's token and webhook secret, each model entry's
+    API key."""
     found = [bot.token.get_secret_value() for bot in config.channels.bots()]
+    found += [
+        b.webhook_secret.get_secret_value() for b in config.channels.bots() if b.webhook_secret
+    ]
     found += [m.api_key.get_secret_value() for m in config.model_list if m.api_key]
     return found

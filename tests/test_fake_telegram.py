@@ -15,10 +15,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import telegram
+from aiohttp import web
 from telegram.error import BadRequest, Conflict, EndPointNotFound, InvalidToken, NetworkError
 
 from bot.testing.fake_telegram import FakeTelegram
 from bot.testing.telegram_html import HtmlParseError, parse_html
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 TOKEN = "123456:TEST-token"
 CHAT = 4242
@@ -422,3 +425,88 @@ def test_html_checker_survives_lone_surrogates_and_huge_entities() -> None:
     assert parse_html("a\ud800b").text == "a\ud800b"
     with pytest.raises(HtmlParseError):
         parse_html("&#" + "9" * 5000 + ";")
+
+
+async def test_a_webhook_gets_updates_posted_with_the_secret_and_retried_until_2xx(
+    fake: FakeTelegram, bot: telegram.Bot
+) -> None:
+    """Only routed URLs are contacted; a non-2xx is retried, a 2xx confirms the update."""
+    answers = [500, 503, 200, 200]
+    seen: list[tuple[str, str, int]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append((request.path, request.headers.get(SECRET_HEADER, ""), body["update_id"]))
+        return web.Response(status=answers.pop(0))
+
+    app = web.Application()
+    app.router.add_post("/{bot}", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        fake.route_webhooks(
+            "https://hooks.example.test/base", f"http://127.0.0.1:{runner.addresses[0][1]}"
+        )
+        assert await bot.set_webhook("https://hooks.example.test/base/me", secret_token="s3cr3t")
+        first = fake.inject_message(TOKEN, CHAT, "one")
+        second = fake.inject_message(TOKEN, CHAT, "two")
+        await fake.wait_for_deliveries(TOKEN, 4)
+        with pytest.raises(Conflict):  # a webhook and getUpdates exclude each other
+            await bot.get_updates(timeout=0)
+    finally:
+        await runner.cleanup()
+    assert fake.webhook_deliveries(TOKEN) == [
+        (first, 500),
+        (first, 503),
+        (first, 200),
+        (second, 200),
+    ]
+    assert seen[0] == ("/me", "s3cr3t", first)
+    assert fake.pending_updates(TOKEN) == 0
+
+
+async def test_an_unrouted_webhook_is_never_contacted(
+    fake: FakeTelegram, bot: telegram.Bot
+) -> None:
+    assert await bot.set_webhook("https://nowhere.example.test/hook")
+    fake.inject_message(TOKEN, CHAT, "waits")
+    assert (await bot.get_webhook_info()).pending_update_count == 1
+    assert fake.webhook_deliveries(TOKEN) == []
+    assert await bot.delete_webhook()
+    assert [u.update_id for u in await bot.get_updates(timeout=0)] == [1]
+
+
+async def test_webhook_deliveries_run_in_parallel_across_chats_but_in_order_within_one(
+    fake: FakeTelegram, bot: telegram.Bot
+) -> None:
+    release_first = asyncio.Event()
+    arrivals: list[int] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        update_id = (await request.json())["update_id"]
+        arrivals.append(update_id)
+        if update_id == 1:
+            await release_first.wait()  # chat A's first update is slow to be answered
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/{bot}", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        fake.route_webhooks("https://h.example.test", f"http://127.0.0.1:{runner.addresses[0][1]}")
+        assert await bot.set_webhook("https://h.example.test/x")
+        fake.inject_message(TOKEN, CHAT, "a1")
+        fake.inject_message(TOKEN, CHAT, "a2")
+        fake.inject_message(TOKEN, CHAT + 1, "b1")
+        await fake.wait_for_deliveries(TOKEN, 1)  # b1, while a1 is still unanswered
+        before_release = list(arrivals)
+        release_first.set()
+        await fake.wait_for_deliveries(TOKEN, 3)
+    finally:
+        await runner.cleanup()
+    assert sorted(before_release) == [1, 3]  # a2 waits for a1; b1 does not
+    assert arrivals[-1] == 2

@@ -172,3 +172,33 @@ async def test_doctor_names_missing_systemd_credentials(
     [failure] = red(lines)
     assert failure.startswith(f"✗ credential BOB_TOKEN: missing in {credentials}")
     assert "LoadCredential=BOB_TOKEN:" in failure
+
+
+async def test_doctor_compares_each_webhook_bots_webhook_with_the_expected_url(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    fake_telegram.add_bot(ALICE.token, "alice_bot")
+    fake_telegram.add_bot(BOB.token, "bob_bot")
+    path = write_config(tmp_path, fake_telegram, fake_llm)
+    config = json.loads(path.read_text())
+    for bot in config["channels"]["telegram_bots"]:
+        bot |= {"updates": "webhook", "webhook_secret": "doctor_secret-1234"}
+    port = free_port()
+    config["webhook"] = {"port": port, "public_url": "https://hooks.example.org/tg"}
+    path.write_text(json.dumps(config))
+    fake_telegram.set_webhook(ALICE.token, "https://hooks.example.org/tg/alice")
+    fake_telegram.set_webhook(BOB.token, "https://hooks.example.org/other/secret-path")
+
+    code, lines = await doctor(path)
+
+    assert code == 1
+    assert "✓ bot alice: webhook set to https://hooks.example.org/tg/alice as configured" in lines
+    [bob] = red(lines)
+    assert bob.startswith(
+        "✗ bot bob: the webhook points to https://hooks.example.org with another path, "
+        "expected https://hooks.example.org/tg/bob"
+    )
+    assert "secret-path" not in bob
+    assert f"✓ webhook server 127.0.0.1:{port}: port free" in lines
+    assert "doctor_secret-1234" not in "\n".join(lines)
+    assert fake_telegram.webhook_url(BOB.token).endswith("secret-path")  # only looked

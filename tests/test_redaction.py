@@ -16,7 +16,7 @@ from bot.ops.gateway import cooling_models
 from bot.ops.logs import RedactingFilter
 from bot.providers import http_errors
 from bot.providers.cooldown import CooldownBook
-from bot.redaction import REDACTED, Redactor
+from bot.redaction import REDACTED, Redactor, secrets_of
 from bot.testing import bridge_config
 from bot.testing.bridge import BotPlan
 
@@ -128,3 +128,20 @@ async def test_the_apps_redactor_holds_the_configs_secrets_and_learns_on_reload(
         assert reason == f"ProviderError: got {REDACTED} after {REDACTED}"
     finally:
         await app.generation.close_now()
+
+
+def test_webhook_secrets_are_among_the_configs_secrets(tmp_path: Path) -> None:
+    """The webhook secret is a credential: masked in logs and everything served."""
+    bot = BotPlan("alice", "6200002:alice-token-" + "T" * 30, "alice", "You are A.", "a-model")
+    config = bridge_config(
+        telegram_base="http://127.0.0.1:9", llm_base="http://127.0.0.1:9/v1", bots=[bot]
+    )
+    secret = "webhook-secret_0123456789"
+    config["channels"]["telegram_bots"][0] |= {"updates": "webhook", "webhook_secret": secret}
+    config["webhook"] = {"port": 8081, "public_url": "https://bot.example.org"}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    loaded = load_config(path)
+    assert secret in secrets_of(loaded.config)
+    assert secret not in repr(loaded.config)
+    assert Redactor(secrets_of(loaded.config)).redact(f"token {secret}!") == f"token {REDACTED}!"

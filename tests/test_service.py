@@ -199,7 +199,11 @@ async def test_health_and_metrics_move_with_traffic(
     )
     assert after[("persona_bridge_turn_seconds_count", (("agent", "alice"),))] == 3
     assert ready["ready"] is True
-    assert ready["bots"]["telegram-alice"] == {"polling": True, "username": "alice_bot"}
+    assert ready["bots"]["telegram-alice"] == {
+        "polling": True,
+        "username": "alice_bot",
+        "mode": "polling",
+    }
     assert ready["models"]["flaky"]["cooling_down_s"] > 0
     assert ALICE.token not in json.dumps(ready)
 

@@ -11,6 +11,11 @@ deleteWebhook or setMyCommands (a 502, a timeout) is retried in the background w
 backoff, and ``status()`` says why the bot is not polling meanwhile. Updates are fetched
 as raw JSON and parsed one by one, so one that cannot be read is skipped (logged by id,
 never by content) instead of wedging the bot on the same offset for ever.
+
+A bot with ``updates: "webhook"`` never calls getUpdates (that would silently delete its
+webhook): it registers with the ``WebhookServer`` and calls setWebhook instead, and each
+update Telegram POSTs takes the same store-then-hand-over path as a polled one. A polling
+bot deletes any webhook at start, so switching a bot back to polling removes it.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from bot.channels.telegram_access import (
 from bot.channels.telegram_pairing import PairingBook, PairingDoor
 from bot.channels.telegram_send import TelegramSender
 from bot.channels.telegram_strangers import StrangerNotices
+from bot.channels.telegram_webhook import WebhookServer
 from bot.config.schema import TelegramBot
 from bot.errors import (
     ChannelAuthError,
@@ -64,6 +70,7 @@ MAX_BACKOFF_S = 30.0
 MAX_START_BACKOFF_S = 60.0
 TYPING_EVERY_S = 4.0
 BOT_LOOP_LIMIT = 3  # consecutive bot-authored turns per chat when allow_bots is on
+ALLOWED_UPDATES = ["message"]
 COMMANDS = (
     BotCommand("start", "say hello"),
     BotCommand("help", "what I can do"),
@@ -81,9 +88,15 @@ class TelegramChannel(Channel):
         *,
         poll_timeout: int = POLL_TIMEOUT_S,
         pairing: PairingBook | None = None,
+        webhooks: WebhookServer | None = None,
     ) -> None:
         self.name = spec.channel
         self.spec = spec
+        self._webhooks = webhooks if spec.updates == "webhook" else None
+        public_url = self._webhooks.public_url if self._webhooks is not None else None
+        # Where Telegram is told to POST; a reload that changes it restarts the bot.
+        self.webhook_url = f"{public_url}/{spec.id}" if public_url else None
+        self._accepting = asyncio.Lock()  # webhook requests store in arrival order
         self._inbox = inbox
         self._poll_timeout = poll_timeout
         self._bot = Bot(
@@ -115,7 +128,17 @@ class TelegramChannel(Channel):
 
     async def start(self, handler: MessageHandler) -> None:
         """Raises ``ChannelAuthError`` for a rejected token; other failures retry later."""
-        reason = await self._try_connect()
+        if self.spec.updates == "webhook":
+            if self._webhooks is None or not self._webhooks.listening or not self.webhook_url:
+                raise ChannelError("the webhook server is not running (see webhook.port)")
+            # Registered before setWebhook: Telegram may POST the moment it is set.
+            self._webhooks.register(self.spec.id, self)
+        try:
+            reason = await self._try_connect()
+        except ChannelAuthError:
+            if self._webhooks is not None:
+                self._webhooks.unregister(self.spec.id, self)
+            raise
         if reason is not None:
             self._handler = handler
             self._starter = asyncio.create_task(
@@ -129,8 +152,12 @@ class TelegramChannel(Channel):
         try:
             try:
                 await self._bot.initialize()  # getMe: fails fast on a rejected token
-                await self._bot.delete_webhook(drop_pending_updates=False)
+                if self._webhooks is None:
+                    await self._bot.delete_webhook(drop_pending_updates=False)
                 await self._bot.set_my_commands(COMMANDS)
+                if self._webhooks is not None:
+                    self.me = BotIdentity(self._bot.id, self._bot.username)
+                    await self._set_webhook()
             except tg.TelegramError as exc:
                 raise telegram_errors.translate(exc) from exc
         except ChannelAuthError as exc:
@@ -143,6 +170,16 @@ class TelegramChannel(Channel):
             return ChannelError(type(exc).__name__)
         self.me = BotIdentity(self._bot.id, self._bot.username)
         return None
+
+    async def _set_webhook(self) -> None:
+        if self.webhook_url is None or self.spec.webhook_secret is None:  # config forbids it
+            raise ChannelError("webhook mode without webhook settings")
+        await self._bot.set_webhook(
+            self.webhook_url,
+            secret_token=self.spec.webhook_secret.get_secret_value(),
+            allowed_updates=ALLOWED_UPDATES,
+            drop_pending_updates=False,
+        )
 
     async def _connect_later(self, handler: MessageHandler, reason: ChannelError) -> None:
         """Retries the start with backoff until it works, the token is refused, or stop()."""
@@ -178,6 +215,10 @@ class TelegramChannel(Channel):
         # Updates stored before a restart are replayed by the app (bot.lifecycle), once per
         # process: a reload that restarts this bot must not answer them again.
         self._handler = handler
+        if self._webhooks is not None:
+            self.polling = True  # receiving: the webhook is set and the server serves it
+            log.info("bot @%s receives by webhook as channel %s", self.me.username, self.name)
+            return
         self._poller = asyncio.create_task(self._poll_forever(handler), name=f"poll {self.name}")
         log.info("bot @%s polling as channel %s", self.me.username, self.name)
 
@@ -186,6 +227,8 @@ class TelegramChannel(Channel):
         limit = self._poll_timeout + 10.0 + MAX_BACKOFF_S + 15.0
         alive = self._poller is not None and not self._poller.done()
         starting = self._starter is not None and not self._starter.done()
+        if self._webhooks is not None:
+            return False  # nothing polls: Telegram pushes, and retries what we refuse
         if self._stopping.is_set() or starting or self._rejected:
             return False  # nothing to restart: not begun yet, or the token was refused
         return not alive or now - self.last_poll_at > limit
@@ -195,7 +238,7 @@ class TelegramChannel(Channel):
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        if self._handler is not None and not self._stopping.is_set():
+        if self._handler is not None and not self._stopping.is_set() and self._webhooks is None:
             log.warning("bot %s: polling stalled; restarted it", self.name)
             self.last_poll_at = time.monotonic()
             self._poller = asyncio.create_task(
@@ -203,6 +246,9 @@ class TelegramChannel(Channel):
             )
 
     async def stop(self) -> None:
+        """Stops receiving. A webhook stays set: Telegram keeps the updates until the next
+        start (or another process behind the same URL) takes them; until ``close`` a POST
+        for this bot gets a 503, which Telegram retries."""
         self._stopping.set()
         for task in (self._starter, self._poller):
             if task is not None:
@@ -215,6 +261,8 @@ class TelegramChannel(Channel):
 
     async def close(self) -> None:
         """Release the HTTP pools; after the last reply has been sent."""
+        if self._webhooks is not None:
+            self._webhooks.unregister(self.spec.id, self)
         await self._bot.shutdown()
 
     async def send(
@@ -313,6 +361,27 @@ class TelegramChannel(Channel):
                 update_id,
                 type(exc).__name__,
             )
+
+    # --- webhook mode (the WebhookBot of bot.channels.telegram_webhook) --------------
+
+    def webhook_secret(self) -> bytes:
+        secret = self.spec.webhook_secret
+        return secret.get_secret_value().encode() if secret is not None else b""
+
+    def accepting(self) -> bool:
+        """Connected (the identity known for the access rules) and not stopping."""
+        return self._handler is not None and bool(self.me.id) and not self._stopping.is_set()
+
+    async def receive(self, raw: dict[str, Any], update_id: int) -> None:
+        """One POSTed update, stored (or skipped) exactly as a polled one; never its turn.
+
+        The lock only orders the inbox writes of concurrent requests, so the chat lanes get
+        updates in the order they were stored; the turn runs later, in the lane."""
+        handler = self._handler
+        if handler is None:
+            raise ChannelError("not connected yet")
+        async with self._accepting:
+            await self._take(raw, update_id, handler)
 
     def _parsed(self, raw: dict[str, Any]) -> Update:
         """The update, with every field the bridge relies on checked to be usable."""
@@ -417,7 +486,10 @@ class TelegramChannel(Channel):
         return Account(str(self.me.id), self.me.username) if self.me.id else None
 
     def status(self) -> dict[str, object]:
+        """``polling`` is the readiness flag of both modes: for a webhook bot, set once
+        setWebhook succeeded."""
         state: dict[str, object] = {"polling": self.polling, "username": self.me.username}
+        state["mode"] = "polling" if self._webhooks is None else "webhook"
         if not self.polling and self._trouble:
             state["error"] = self._trouble
         return state

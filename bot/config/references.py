@@ -21,6 +21,7 @@ def check_references(config: BridgeConfig) -> list[ConfigProblem]:
     problems += _check_roles(config, set(models))
     problems += _check_agents(config, set(models))
     problems += _check_channels(config)
+    problems += _check_webhooks(config)
     problems += _check_budgets(config)
     problems += _check_usage_budgets(config)
     return problems
@@ -219,4 +220,31 @@ def _duplicate_tokens(config: BridgeConfig) -> list[ConfigProblem]:
             )
         else:
             seen[token] = path
+    return problems
+
+
+def _check_webhooks(config: BridgeConfig) -> list[ConfigProblem]:
+    """A webhook bot needs its secret and the server it is delivered to (SPEC §14)."""
+    problems = []
+    webhook_bots = [(path, bot) for path, bot in bot_paths(config) if bot.updates == "webhook"]
+    for path, bot in webhook_bots:
+        if bot.webhook_secret is None:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.webhook_secret",
+                    'is required when updates is "webhook"',
+                    'add "webhook_secret": "${TG_WEBHOOK_SECRET}" (1-256 characters of '
+                    "A-Z, a-z, 0-9, _ and -; e.g. `openssl rand -hex 32`)",
+                )
+            )
+    if webhook_bots and config.webhook is None:
+        first = webhook_bots[0][0]
+        problems.append(
+            ConfigProblem(
+                "webhook",
+                f'is required because {first}.updates is "webhook"',
+                'add "webhook": {"host": "127.0.0.1", "port": 8081, '
+                '"public_url": "https://bot.example.org/telegram"} (or set updates to "polling")',
+            )
+        )
     return problems

@@ -50,6 +50,9 @@ IdText = Annotated[str, BeforeValidator(_as_str)]
 _TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")
 _USER_ID = re.compile(r"[0-9]+")
 _USERNAME = re.compile(r"@[A-Za-z0-9_]{1,32}")
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# Telegram delivers webhooks to these ports only (SPEC §14); TLS ends at the reverse proxy.
+WEBHOOK_PUBLIC_PORTS = (443, 80, 88, 8443)
 
 
 def http_url(value: str) -> str:
@@ -218,6 +221,11 @@ class TelegramBotBase(Section):
     pairing: bool = False
     # How long a pairing code stays valid; small values are for tests.
     pairing_code_ttl_s: float = Field(default=3600.0, ge=1.0, le=86400.0)
+    # How updates arrive (SPEC §14): long polling, or Telegram POSTing them to our webhook
+    # server. A webhook bot needs ``webhook_secret`` and the top-level ``webhook`` section
+    # (references.py checks both, naming the field).
+    updates: Literal["polling", "webhook"] = "polling"
+    webhook_secret: SecretStr | None = None
 
     @field_validator("token")
     @classmethod
@@ -227,6 +235,17 @@ class TelegramBotBase(Section):
             raise ValueError(
                 "does not look like a bot token (spaces, line breaks or '/' in it?); "
                 "paste the '<digits>:<secret>' token from @BotFather"
+            )
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram's own rule for secret_token; never echo the value.
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be 1-256 characters of A-Z, a-z, 0-9, _ and -; "
+                "generate one with `openssl rand -hex 32`"
             )
         return value
 
@@ -326,6 +345,33 @@ def _time_zone(value: str) -> str:
     return value
 
 
+def _public_webhook_url(value: str) -> str:
+    value = http_url(value)
+    parts = urlsplit(value)
+    if parts.scheme != "https":
+        raise ValueError(
+            "Telegram delivers webhooks over HTTPS only; write https://… "
+            "(your reverse proxy ends TLS and forwards to webhook.host:port)"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a ?query or #fragment; the bot id is appended as a path")
+    if (parts.port or 443) not in WEBHOOK_PUBLIC_PORTS:
+        raise ValueError(
+            f"Telegram delivers webhooks only to ports {', '.join(map(str, WEBHOOK_PUBLIC_PORTS))}"
+            "; publish the reverse proxy on one of them"
+        )
+    return value
+
+
+class WebhookSettings(Section):
+    """Where the webhook server listens (behind a TLS reverse proxy) and the public address
+    Telegram is told to POST to: ``{public_url}/{bot id}``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    public_url: Annotated[str, AfterValidator(_public_webhook_url)]
+
+
 class BridgeConfig(Section):
     """The whole configuration. Environment overrides are merged in by the loader (SPEC §4)."""
 
@@ -341,6 +387,7 @@ class BridgeConfig(Section):
     admins: tuple[AdminEntry, ...] = ()
     budgets: tuple[BudgetRule, ...] = ()
     budget_timezone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
+    webhook: WebhookSettings | None = None
 
     def model_entry(self, name: str) -> ModelEntry:
         return next(m for m in self.model_list if m.model_name == name)

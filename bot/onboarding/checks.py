@@ -69,13 +69,19 @@ def _token_failure(subject: str, exc: ChannelError, api_base: str, secret_name: 
     return Check(subject, False, str(exc), "see the Telegram message above")
 
 
-async def check_webhook(subject: str, token: str, api_base: str) -> Check:
-    """getWebhookInfo: a webhook left set makes every getUpdates fail with 409."""
+async def check_webhook(
+    subject: str, token: str, api_base: str, expected: str | None = None
+) -> Check:
+    """getWebhookInfo against what the config wants: for a polling bot (``expected`` None)
+    a webhook left set makes every getUpdates fail with 409; a webhook bot's must be
+    ``expected`` (``{public_url}/{bot id}``), or Telegram delivers elsewhere."""
     async with TelegramProbe(token, api_base) as probe:
         try:
             url = await probe.webhook_url()
         except ChannelError as exc:
             return Check(subject, False, f"getWebhookInfo failed ({exc})", "see the getMe line")
+    if expected is not None:
+        return _webhook_bot(subject, url, expected)
     if not url:
         return Check(subject, True, "no webhook set; polling receives updates")
     return Check(
@@ -84,6 +90,23 @@ async def check_webhook(subject: str, token: str, api_base: str) -> Check:
         f"a webhook is set ({_origin(url)}); while it is, polling receives nothing",
         "stop whatever else serves this bot by webhook; `persona-bridge run` deletes the "
         "webhook when it starts (or call the Bot API's deleteWebhook yourself)",
+    )
+
+
+def _webhook_bot(subject: str, url: str, expected: str) -> Check:
+    if url == expected:
+        return Check(subject, True, f"webhook set to {expected} as configured")
+    if not url:
+        return Check(subject, True, f"no webhook set yet; `persona-bridge run` sets {expected}")
+    actual = _origin(url)  # only the origin: another deployment's path may be a secret
+    if actual == _origin(expected):
+        actual += " with another path"
+    return Check(
+        subject,
+        False,
+        f"the webhook points to {actual}, expected {expected}",
+        "`persona-bridge run` sets it at start; if it is running, something else changed "
+        "it: stop that, then restart the bridge (or check webhook.public_url)",
     )
 
 

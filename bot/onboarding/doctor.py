@@ -49,7 +49,7 @@ async def run_doctor(path: Path) -> int:
     for check in await _online_checks(loaded):
         print(check)
         checks.append(check)
-    checks += _print_all([check_store(loaded), check_gateway(loaded)])
+    checks += _print_all([check_store(loaded), check_gateway(loaded), *check_webhook_port(loaded)])
     failed = sum(not c.ok for c in checks)
     print(f"\n{failed} problem(s) found." if failed else "\nAll checks passed.")
     return 1 if failed else 0
@@ -69,7 +69,10 @@ async def _online_checks(loaded: LoadedConfig) -> list[Check]:
     for bot in config.channels.bots():
         token = bot.token.get_secret_value()
         name = raw_secret_names.get(bot.id, "its token in the config")
-        bot_jobs.append(_bot_checks(f"bot {bot.id}", token, bot.api_base, name))
+        expected = None
+        if bot.updates == "webhook" and config.webhook is not None:
+            expected = f"{config.webhook.public_url}/{bot.id}"
+        bot_jobs.append(_bot_checks(f"bot {bot.id}", token, bot.api_base, name, expected))
     dispatcher = ProviderDispatcher(config.model_list)
     try:
         results = await asyncio.gather(
@@ -82,11 +85,13 @@ async def _online_checks(loaded: LoadedConfig) -> list[Check]:
     return [check for pair in bots for check in pair] + list(models)
 
 
-async def _bot_checks(subject: str, token: str, api_base: str, secret_name: str) -> list[Check]:
+async def _bot_checks(
+    subject: str, token: str, api_base: str, secret_name: str, expected_webhook: str | None
+) -> list[Check]:
     identity, info = await check_token(subject, token, api_base, secret_name)
     if info is None:
         return [identity]  # the webhook question needs a valid token
-    return [identity, await check_webhook(subject, token, api_base)]
+    return [identity, await check_webhook(subject, token, api_base, expected_webhook)]
 
 
 def _secret_names(path: Path) -> dict[str, str]:
@@ -190,13 +195,25 @@ def _first_non_directory(directory: Path) -> Path | None:
 def check_gateway(loaded: LoadedConfig) -> Check:
     """The health/metrics port must be free, or ``run`` fails after the bots started."""
     host, port = loaded.config.gateway.host, loaded.config.gateway.port
-    subject = f"gateway {host}:{port}"
+    return _check_port(f"gateway {host}:{port}", host, port, "gateway")
+
+
+def check_webhook_port(loaded: LoadedConfig) -> list[Check]:
+    """The webhook server's port, when a bot uses webhook mode: free, or ``run`` exits 78."""
+    webhook = loaded.config.webhook
+    if webhook is None or not any(b.updates == "webhook" for b in loaded.config.channels.bots()):
+        return []
+    subject = f"webhook server {webhook.host}:{webhook.port}"
+    return [_check_port(subject, webhook.host, webhook.port, "webhook")]
+
+
+def _check_port(subject: str, host: str, port: int, section: str) -> Check:
     if port == 0:
         return Check(subject, True, "port 0: any free port is taken at start")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        return Check(subject, False, f"{host} does not resolve ({exc})", "fix gateway.host")
+        return Check(subject, False, f"{host} does not resolve ({exc})", f"fix {section}.host")
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -209,12 +226,12 @@ def check_gateway(loaded: LoadedConfig) -> Check:
                     False,
                     "the port is in use",
                     f"is the bridge already running? find the listener with "
-                    f"`ss -ltnp 'sport = :{port}'`, stop it or change gateway.port",
+                    f"`ss -ltnp 'sport = :{port}'`, stop it or change {section}.port",
                 )
             return Check(
                 subject,
                 False,
                 f"cannot listen there ({exc.strerror})",
-                "fix gateway.host / gateway.port",
+                f"fix {section}.host / {section}.port",
             )
     return Check(subject, True, "port free")

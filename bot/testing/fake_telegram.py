@@ -9,6 +9,15 @@ The server answers the handful of methods the bridge uses with Telegram's semant
 confirmation, long polling, 409 on concurrent polls, HTML validation, the 4096 UTF-16 limit)
 and records every call so tests can assert on what the bridge did. Everything runs on one event
 loop: call the sync helpers (``inject_message`` ...) from that loop's thread.
+
+Webhooks: once ``setWebhook`` names a URL that ``route_webhooks`` maps to a local server (the
+fake's stand-in for the reverse proxy that ends TLS), queued updates are POSTed there with the
+``X-Telegram-Bot-Api-Secret-Token`` header: up to ``max_connections`` (setWebhook's, default 40)
+requests at once per bot, but one chat's updates one at a time, in update_id order (the next
+waits for the previous one's answer). A 2xx confirms an update; anything else, or no answer,
+is retried after a short, growing pause, and after ``WEBHOOK_ATTEMPTS`` the update is dropped,
+as Telegram gives up after "a reasonable number of attempts". A URL nobody mapped is never
+contacted (no network): its updates wait, as for an unreachable host.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+import aiohttp
 from aiohttp import web
 
 from bot.testing.telegram_html import HtmlParseError, parse_html, utf16_len
@@ -52,6 +62,10 @@ _CHAT_ACTIONS = frozenset(
     | {"upload_document", "choose_sticker", "find_location", "record_video_note"}
     | {"upload_video_note"}
 )
+WEBHOOK_ATTEMPTS = 8
+WEBHOOK_RETRY_S = 0.05  # doubled after each failed attempt, up to WEBHOOK_RETRY_MAX_S
+WEBHOOK_RETRY_MAX_S = 1.0
+_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _COMMAND_RE = re.compile(r"[a-z0-9_]{1,32}")
 _MENTION_RE = re.compile(r"(?<![\w/@])@[A-Za-z0-9_]{1,32}")
 
@@ -147,6 +161,10 @@ class _BotState:
     webhook_url: str = ""  # set: getUpdates answers 409, as Telegram does
     # Supergroups number messages per chat, for every member alike: shared by all bots.
     supergroup_ids: dict[int, int] = field(default_factory=dict)
+    webhook_secret: str = ""
+    max_connections: int = 40
+    webhook_pusher: asyncio.Task[None] | None = None
+    deliveries: list[tuple[int, int]] = field(default_factory=list)  # (update_id, status)
 
     def user(self) -> dict[str, Any]:
         return {
@@ -250,6 +268,16 @@ def _auto_entities(text: str) -> list[dict[str, Any]]:
     return found
 
 
+def _chat_of(update: dict[str, Any]) -> object:
+    """What per-chat ordering keys on: the chat of any message-like field, else the update."""
+    for value in update.values():
+        if isinstance(value, dict):
+            chat = value.get("chat")
+            if isinstance(chat, dict) and "id" in chat:
+                return ("chat", chat["id"])
+    return ("update", update["update_id"])
+
+
 def _strip_reply(message: dict[str, Any]) -> dict[str, Any]:
     """Telegram nests only one level of ``reply_to_message``."""
     return {k: v for k, v in message.items() if k != "reply_to_message"}
@@ -268,6 +296,9 @@ class FakeTelegram:
         self._supergroup_ids: dict[int, int] = {}  # one message counter per supergroup
         self._stopped = asyncio.Event()
         self._poll_signal = _Signal()
+        self._delivery_signal = _Signal()
+        self._proxies: dict[str, str] = {}  # public URL prefix → local base URL
+        self._client: aiohttp.ClientSession | None = None
         self.calls: list[ApiCall] = []
         self._methods: dict[str, Callable[[_BotState, dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
@@ -310,6 +341,10 @@ class FakeTelegram:
         self._stopped.set()  # held requests give up too
         for state in self._bots.values():
             state.signal.notify()
+            await self._stop_pushing(state)
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         runner, self._runner = self._runner, None
         await runner.cleanup()
 
@@ -346,6 +381,32 @@ class FakeTelegram:
     def set_webhook(self, token: str, url: str) -> None:
         """Leave a webhook set, as another deployment might: polling then gets 409."""
         self._state(token).webhook_url = url
+
+    def route_webhooks(self, public_prefix: str, local_base: str) -> None:
+        """Deliver webhooks for URLs under ``public_prefix`` to ``local_base`` instead (what a
+        TLS-ending reverse proxy does): ``https://bot.example/x/alice`` →
+        ``http://127.0.0.1:8081/x/alice`` minus the prefix, i.e. ``…:8081/alice``."""
+        self._proxies[public_prefix.rstrip("/")] = local_base.rstrip("/")
+
+    def webhook_deliveries(self, token: str) -> list[tuple[int, int]]:
+        """Every webhook POST so far as (update_id, HTTP status; 0 when nothing answered)."""
+        return list(self._state(token).deliveries)
+
+    async def wait_for_deliveries(
+        self,
+        token: str,
+        count: int,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> list[tuple[int, int]]:
+        """Wait until ``count`` webhook POSTs were answered (or failed); return them all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(found := self.webhook_deliveries(token)) < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"waited {timeout}s for {count} webhook deliveries: {found}")
+            await self._delivery_signal.wait(remaining)
+        return found
 
     def webhook_url(self, token: str) -> str:
         return self._state(token).webhook_url
@@ -667,6 +728,7 @@ class FakeTelegram:
 
     async def _delete_webhook(self, state: _BotState, params: dict[str, Any]) -> Any:
         state.webhook_url = ""
+        await self._stop_pushing(state)
         if params.get("drop_pending_updates") is True:
             self._confirm(state, state.next_update_id)
         return True
@@ -677,8 +739,94 @@ class FakeTelegram:
             raise _ApiError(
                 400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
             )
-        state.webhook_url = url
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise _ApiError(400, "Bad Request: secret token contains unallowed characters")
+        await self._stop_pushing(state)
+        state.webhook_url, state.webhook_secret = url, str(secret or "")
+        if isinstance(params.get("allowed_updates"), list):
+            state.allowed_updates = params["allowed_updates"]
+        state.max_connections = min(max(_int_param(params, "max_connections", 40), 1), 100)
+        if url:
+            state.webhook_pusher = asyncio.create_task(
+                self._push_updates(state), name=f"webhook @{state.bot.username}"
+            )
         return True
+
+    # -- webhook delivery ------------------------------------------------------------------
+
+    def _local_url(self, url: str) -> str | None:
+        for prefix, local in self._proxies.items():
+            if url == prefix or url.startswith(prefix + "/"):
+                return local + url[len(prefix) :]
+        return None
+
+    async def _stop_pushing(self, state: _BotState) -> None:
+        task, state.webhook_pusher = state.webhook_pusher, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _push_updates(self, state: _BotState) -> None:
+        """Deliver queued updates: up to ``max_connections`` at once, but never two of one
+        chat, and each chat's in update_id order (a chat's next update waits until its
+        previous one is answered with a 2xx or given up)."""
+        target = self._local_url(state.webhook_url)
+        if target is None:
+            return  # not routed: never leave 127.0.0.1; the updates wait
+        if self._client is None:
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        headers = {_SECRET_HEADER: state.webhook_secret} if state.webhook_secret else {}
+        posting: dict[int, asyncio.Task[None]] = {}  # update_id → its delivery
+        try:
+            while not self._closing:
+                waiting: set[object] = set()  # chats with an earlier update not yet answered
+                for update in self._ready(state, len(state.updates)):
+                    chat = _chat_of(update)
+                    if update["update_id"] in posting or chat in waiting:
+                        waiting.add(chat)
+                        continue
+                    waiting.add(chat)
+                    if len(posting) < state.max_connections:
+                        posting[update["update_id"]] = asyncio.create_task(
+                            self._post_update(state, self._client, target, headers, update, posting)
+                        )
+                await state.signal.wait(1.0)
+        finally:
+            for task in posting.values():
+                task.cancel()
+            await asyncio.gather(*posting.values(), return_exceptions=True)
+
+    async def _post_update(
+        self,
+        state: _BotState,
+        client: aiohttp.ClientSession,
+        target: str,
+        headers: dict[str, str],
+        update: dict[str, Any],
+        posting: dict[int, asyncio.Task[None]],
+    ) -> None:
+        """One update until a 2xx, or dropped after WEBHOOK_ATTEMPTS; then the next of its
+        chat may go."""
+        pause = WEBHOOK_RETRY_S
+        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+            try:
+                async with client.post(target, json=update, headers=headers) as answer:
+                    status = answer.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            state.deliveries.append((update["update_id"], status))
+            self._delivery_signal.notify()
+            if 200 <= status < 300:
+                break
+            if attempt == WEBHOOK_ATTEMPTS:
+                _log.warning("fake telegram: update %d dropped", update["update_id"])
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, WEBHOOK_RETRY_MAX_S)
+        state.updates = [u for u in state.updates if u is not update]
+        del posting[update["update_id"]]
+        state.signal.notify()  # the chat's next update may go now
 
     async def _get_webhook_info(self, state: _BotState, params: dict[str, Any]) -> Any:
         return {
