@@ -7,13 +7,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from media_files import OGG, image, pdf_with_text
+
 from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Fault, Reply
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
-from media_files import OGG, image, pdf_with_text
 
 SEER = BotPlan("seer", "3100001:seer-token-" + "S" * 30, "seer", "You are Seer.", "seer-model")
-PLAIN = BotPlan("plain", "3100002:plain-token-" + "P" * 30, "plain", "You are Plain.", "plain-model")
+PLAIN = BotPlan(
+    "plain", "3100002:plain-token-" + "P" * 30, "plain", "You are Plain.", "plain-model"
+)
 BOTS = [SEER, PLAIN]
 
 
@@ -155,3 +158,144 @@ async def test_an_album_is_one_turn_with_every_image(
         statuses = [s for (s,) in db.execute("SELECT status FROM inbox ORDER BY update_id")]
     assert len(statuses) == 4
     assert "pending" not in statuses
+
+
+async def test_voice_note_is_transcribed_with_failover_and_answered_as_text(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    config = config_for(
+        fake_telegram,
+        fake_llm,
+        transcription=["ear-one", "ear-two"],
+        bot_settings={"echo_transcript": True},
+    )
+    fake_llm.script("ear-one", Fault(503))
+    fake_llm.script("ear-two", Reply("remind me to buy milk"))
+    bridge = await running(tmp_path, fake_telegram, config)
+    fake_telegram.inject_voice(PLAIN.token, 51, OGG)
+    [reply] = await fake_telegram.wait_for_sent(PLAIN.token, 1, timeout=30)
+
+    [failed] = fake_llm.requests_for("ear-one")
+    [upload] = fake_llm.requests_for("ear-two")
+    assert failed.audio == OGG
+    assert upload.audio == OGG  # sent as it came: no conversion
+    assert upload.audio_type == "audio/ogg"
+    assert upload.path == "/v1/audio/transcriptions"
+    [turn] = chat_requests(fake_llm, PLAIN.model)
+    assert turn.last_user_text == "[voice note, transcribed:]\nremind me to buy milk"
+    assert reply.text.startswith("🎤 remind me to buy milk")  # echoed first
+    assert reply.text.endswith("remind me to buy milk")  # the echo model's answer
+    assert await bridge.stop() == 0
+
+
+async def test_without_transcription_a_voice_note_gets_one_sentence_and_no_model(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    bridge = await running(tmp_path, fake_telegram, config_for(fake_telegram, fake_llm))
+    fake_telegram.inject_voice(PLAIN.token, 61, OGG)
+    [reply] = await fake_telegram.wait_for_sent(PLAIN.token, 1, timeout=30)
+    assert reply.text == "Voice messages are not set up for me; please type your message instead."
+    assert fake_llm.requests == []
+    assert fake_telegram.downloads(PLAIN.token) == []
+    assert await bridge.stop() == 0
+
+
+async def test_group_voice_notes_under_mention(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    """Replying to the bot admits a voice note; otherwise its transcript must name the bot
+    (the cost: one transcription per voice note of an allowed sender in such a group)."""
+    config = config_for(fake_telegram, fake_llm, transcription=["ear"])
+    fake_llm.script("ear", Reply("just chatting"), Reply("hey plain bot, what time is it"))
+    bridge = await running(tmp_path, fake_telegram, config)
+    group = {"chat_type": "group", "user_id": 77}
+    fake_telegram.inject_message(PLAIN.token, -700, "@plain_bot hi", **group)
+    [hello] = await fake_telegram.wait_for_sent(PLAIN.token, 1, chat_id=-700, timeout=30)
+    fake_telegram.inject_voice(PLAIN.token, -700, OGG, **group)  # not for the bot
+    fake_telegram.inject_voice(PLAIN.token, -700, OGG, **group)  # names it
+    fake_telegram.inject_voice(
+        PLAIN.token, -700, OGG, reply_to_bot_message=hello.message_id, **group
+    )
+    await fake_telegram.wait_for_sent(PLAIN.token, 3, chat_id=-700, timeout=30)
+    await fake_llm.wait_for_requests(3, model="ear", timeout=30)
+    turns = [r.last_user_text for r in chat_requests(fake_llm, PLAIN.model)]
+    assert turns == [
+        "hi",
+        "[voice note, transcribed:]\nhey plain bot, what time is it",
+        f"[voice note, transcribed:]\n[transcribed by ear] {len(OGG)} bytes",
+    ]
+    assert await bridge.stop() == 0
+
+
+async def test_strangers_media_cause_no_download_and_no_model_call(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    config = config_for(fake_telegram, fake_llm, transcription=["ear"])
+    config["channels"]["telegram_bots"][1]["allow_from"] = ["1"]
+    bridge = await running(tmp_path, fake_telegram, config)
+    fake_telegram.inject_photo(PLAIN.token, 81, image(8), caption="look")
+    fake_telegram.inject_voice(PLAIN.token, 81, OGG)
+    fake_telegram.inject_voice(PLAIN.token, -800, OGG, chat_type="group", user_id=82)
+    fake_telegram.inject_document(PLAIN.token, 81, b"# hi", "a.md", "text/markdown")
+    fake_telegram.inject_message(PLAIN.token, 1, "hello")  # the one allowed user
+    await fake_telegram.wait_for_sent(PLAIN.token, 2, timeout=30)
+    sent = fake_telegram.sent(PLAIN.token)
+    assert [m.chat_id for m in sent] == [81, 1]  # the stranger heard once that they are one
+    assert "only talk to people on my list" in sent[0].text
+    assert fake_telegram.downloads(PLAIN.token) == []
+    assert fake_telegram.calls_to("getFile") == []
+    assert [r.model for r in fake_llm.requests] == [PLAIN.model]
+    assert await bridge.stop() == 0
+
+
+async def test_documents_reach_the_model_as_text_with_their_names(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    config = config_for(fake_telegram, fake_llm, bot_settings={"max_file_mb": 1})
+    bridge = await running(tmp_path, fake_telegram, config)
+    token = PLAIN.token
+    notes = b"# Shopping\n- milk\n- bread\n"
+    fake_telegram.inject_document(token, 91, notes, "notes.md", "text/markdown", "summarise")
+    fake_telegram.inject_document(
+        token,
+        91,
+        pdf_with_text("Quarterly revenue grew 12 percent"),
+        "report.pdf",
+        "application/pdf",
+    )
+    fake_telegram.inject_document(
+        token, 91, b"MZ\x90\x00" * 64, "setup.exe", "application/x-msdownload"
+    )
+    big = b"a" * (6 * 1024 * 1024)
+    fake_telegram.inject_document(token, 91, big, "big.txt", "text/plain")  # size declared
+    fake_telegram.inject_document(token, 91, big, "quiet.txt", "text/plain", declared_size=None)
+    fake_telegram.inject_sticker(token, 91, "👍")
+    fake_telegram.inject_update(
+        token,
+        {
+            "message": {
+                "message_id": 900,
+                "date": 0,
+                "chat": {"id": 91, "type": "private", "first_name": "U"},
+                "from": {"id": 91, "is_bot": False, "first_name": "U"},
+                "location": {"latitude": 1.0, "longitude": 2.0},
+            }
+        },
+    )
+    replies = await fake_telegram.wait_for_sent(token, 7, timeout=30)
+    turns = [r.last_user_text for r in chat_requests(fake_llm, PLAIN.model)]
+    assert turns[0] == "[document notes.md]\n# Shopping\n- milk\n- bread\n\nsummarise"
+    assert turns[1] == "[document report.pdf]\nQuarterly revenue grew 12 percent"
+    assert turns[2] == "[sticker 👍]"
+    assert len(turns) == 3
+    texts = [r.text for r in replies]
+    assert texts[2].startswith("I can read plain text, Markdown, CSV, JSON, source code and PDF")
+    assert texts[3] == texts[4] == "That file is too large for me; the limit is 1 MB."
+    assert texts[6].startswith("I cannot handle location messages")
+    downloads = fake_telegram.downloads(token)
+    # notes.md, report.pdf, then quiet.txt cut off at the bound; big.txt and setup.exe never
+    assert len(downloads) == 3
+    assert downloads[2].size == len(big)
+    assert not downloads[2].complete
+    assert downloads[2].sent < len(big) // 2  # stopped near the bound, not at the end
+    assert await bridge.stop() == 0
