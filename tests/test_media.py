@@ -3,13 +3,16 @@ recording image parts and transcription uploads."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
 from media_files import OGG, image, pdf_with_text
 
-from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Fault, Reply
+from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Fault, Reply, Slow
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
 
@@ -299,3 +302,58 @@ async def test_documents_reach_the_model_as_text_with_their_names(
     assert not downloads[2].complete
     assert downloads[2].sent < len(big) // 2  # stopped near the bound, not at the end
     assert await bridge.stop() == 0
+
+
+async def test_an_album_interrupted_by_a_crash_is_answered_once_as_one_turn(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    fake_llm.set_default(SEER.model, Slow(600))
+    bridge = await running(tmp_path, fake_telegram, config_for(fake_telegram, fake_llm))
+    photos = [image(n) for n in (7, 8, 9)]
+    fake_telegram.inject_album(SEER.token, 42, photos, caption="before the crash")
+    await fake_llm.wait_for_requests(1, model=SEER.model, timeout=30)
+    await bridge.kill()
+
+    fake_llm.set_default(SEER.model, Reply("three photos"))
+    restarted = BridgeProcess(bridge.config_path)
+    await restarted.start_polling(fake_telegram, *(b.token for b in BOTS))
+    [reply] = await fake_telegram.wait_for_sent(SEER.token, 1, timeout=30)
+    assert reply.text == "three photos"
+    _, replayed = fake_llm.requests_for(SEER.model)
+    assert replayed.images == tuple(photos)
+    assert replayed.last_user_text == "before the crash"
+    assert await restarted.stop() == 0
+    assert len(fake_telegram.sent(SEER.token)) == 1
+    with sqlite3.connect(tmp_path / "sessions.db") as db:
+        statuses = [s for (s,) in db.execute("SELECT status FROM inbox")]
+        [(users,)] = db.execute("SELECT count(*) FROM messages WHERE role = 'user'")
+    assert len(statuses) == 3
+    assert "pending" not in statuses
+    assert users == 1
+
+
+async def test_chat_attaches_a_local_file(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    config = config_for(fake_telegram, fake_llm)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    (tmp_path / "cat.png").write_bytes(image(10))
+    (tmp_path / "notes.md").write_text("# Plan\nship it\n")
+    lines = (
+        f"/attach {tmp_path / 'cat.png'} whose cat?\n"
+        f"/attach {tmp_path / 'notes.md'}\n"
+        f"/attach {tmp_path / 'missing.txt'}\n"
+    )
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "chat", "seer", "--config", str(path),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(child.communicate(lines.encode()), 60)
+    assert child.returncode == 0, out.decode()
+    photo, notes = fake_llm.requests_for(SEER.model)
+    assert photo.images == (image(10),)
+    assert photo.last_user_text == "whose cat?"
+    assert notes.last_user_text == "[document notes.md]\n# Plan\nship it"
+    assert f"no such file: {tmp_path / 'missing.txt'}" in out.decode()
