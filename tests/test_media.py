@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from media_files import OGG, image, pdf_with_text
 
+from bot.config.loader import load_config
+from bot.errors import ConfigError
 from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Fault, Reply, Slow
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
@@ -357,3 +360,18 @@ async def test_chat_attaches_a_local_file(
     assert photo.last_user_text == "whose cat?"
     assert notes.last_user_text == "[document notes.md]\n# Plan\nship it"
     assert f"no such file: {tmp_path / 'missing.txt'}" in out.decode()
+
+
+def test_transcription_role_must_speak_the_openai_shape(tmp_path: Path) -> None:
+    config = make_config(
+        telegram_base="http://127.0.0.1:1", llm_base="http://127.0.0.1:2/v1", bots=[SEER]
+    )
+    config["model_list"].append({"model_name": "claude", "model": "anthropic/claude-x"})
+    config["roles"]["transcription"] = {"primary": "cheap", "fallbacks": ["claude"]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    assert problem.path == "roles.transcription"
+    assert "'claude' uses protocol 'anthropic'" in problem.problem
