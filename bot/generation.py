@@ -100,6 +100,7 @@ class Generation:
                 admins=config.admins,
                 budget_timezone=config.budget_timezone,
                 clock=clock,
+                roles=config.roles,
             ),
             subagents=subagents,
             media=MediaIntake(roles, config),

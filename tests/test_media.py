@@ -191,6 +191,11 @@ async def test_voice_note_is_transcribed_with_failover_and_answered_as_text(
     assert turn.last_user_text == "[voice note, transcribed:]\nremind me to buy milk"
     assert reply.text.startswith("🎤 remind me to buy milk")  # echoed first
     assert reply.text.endswith("remind me to buy milk")  # the echo model's answer
+    fake_telegram.inject_message(PLAIN.token, 51, "/status")
+    status = (await fake_telegram.wait_for_sent(PLAIN.token, 2, timeout=30))[-1].text
+    assert "Voice transcribed by: ear-one (cooling" in status
+    assert "→ ear-two" in status
+    assert "Images described by: eye" in status
     assert await bridge.stop() == 0
 
 

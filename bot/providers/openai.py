@@ -112,7 +112,10 @@ class OpenAIProvider(HttpProvider):
                 wire["content"] = message.content or ""
             wire["tool_calls"] = [self._wire_tool_call(c) for c in message.tool_calls]
         elif message.images:
-            parts: list[JSONObject] = [{"type": "text", "text": message.content or ""}]
+            # A photo without a caption has no text: an empty text part is refused by some.
+            parts: list[JSONObject] = (
+                [{"type": "text", "text": message.content}] if message.content else []
+            )
             parts += [
                 {"type": "image_url", "image_url": {"url": _data_url(i.mime, i.data)}}
                 for i in message.images
