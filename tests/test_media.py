@@ -380,3 +380,22 @@ def test_transcription_role_must_speak_the_openai_shape(tmp_path: Path) -> None:
     [problem] = caught.value.problems
     assert problem.path == "roles.transcription"
     assert "'claude' uses protocol 'anthropic'" in problem.problem
+
+
+async def test_group_voice_notes_without_transcription_stay_silent(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    bridge = await running(tmp_path, fake_telegram, config_for(fake_telegram, fake_llm))
+    group = {"chat_type": "group", "user_id": 78}
+    fake_telegram.inject_voice(PLAIN.token, -710, OGG, **group)  # not a reply: not for us
+    fake_telegram.inject_message(PLAIN.token, -710, "@plain_bot hi", **group)
+    [hello] = await fake_telegram.wait_for_sent(PLAIN.token, 1, chat_id=-710, timeout=30)
+    assert hello.text.endswith("] hi")
+    fake_telegram.inject_voice(
+        PLAIN.token, -710, OGG, reply_to_bot_message=hello.message_id, **group
+    )
+    replies = await fake_telegram.wait_for_sent(PLAIN.token, 2, chat_id=-710, timeout=30)
+    assert replies[1].text.startswith("Voice messages are not set up for me")
+    assert fake_telegram.downloads(PLAIN.token) == []
+    assert len(fake_llm.requests) == 1
+    assert await bridge.stop() == 0

@@ -21,31 +21,35 @@ def media_refs(extras: JSONObject) -> list[JSONObject]:
     return [r for r in refs if isinstance(r, dict)] if isinstance(refs, list) else []
 
 
-def image_note(ref: JSONObject, *, live: bool) -> str:
-    """An image in text: its description when one was written; else nothing in the
-    current turn (the part itself rides beside, or the adapter says why not) and a
-    marker in older turns."""
-    description = ref.get("description")
-    if isinstance(description, str) and description:
-        return f"[image, described by a vision model: {description}]"
-    return "" if live else "[image sent earlier; not shown again]"
+def described(description: str) -> str:
+    return f"[image, described by a vision model: {description}]"
+
+
+def _note(ref: JSONObject, *, live: bool) -> str | None:
+    kind = ref.get("kind")
+    if kind in IMAGE_KINDS:
+        # The current turn's images ride as parts, or bot.media.vision says why not.
+        if live:
+            return None
+        description = ref.get("description")
+        if isinstance(description, str) and description:
+            return described(description)
+        return "[image sent earlier; not shown again]"
+    if kind in SPEECH_KINDS and ref.get("transcript"):
+        return f"[{'voice note' if kind == 'voice' else 'audio'}, transcribed:]"
+    if kind == "sticker":
+        emoji = ref.get("emoji")
+        return f"[sticker {emoji}]" if isinstance(emoji, str) and emoji else "[sticker]"
+    return None  # a document's text already carries its name
 
 
 def rendered(message: ChatMessage, *, live: bool = False) -> ChatMessage:
-    """``message`` with its media references written into its text."""
+    """``message`` with its media references written into its text; ``live``: it is the
+    current turn's message."""
     refs = media_refs(message.extras)
     if message.role != "user" or not refs:
         return message
-    notes: list[str] = []
-    for ref in refs:
-        kind = ref.get("kind")
-        if kind in IMAGE_KINDS:
-            notes.append(image_note(ref, live=live) if not live else "")
-        elif kind in SPEECH_KINDS and ref.get("transcript"):
-            notes.append(f"[{'voice note' if kind == 'voice' else 'audio'}, transcribed:]")
-        elif kind == "sticker":
-            notes.append(f"[sticker {ref.get('emoji') or ''}]".replace(" ]", "]"))
-    notes = [n for n in notes if n]
+    notes = [note for ref in refs if (note := _note(ref, live=live)) is not None]
     if not notes:
         return message
     text = "\n".join([*notes, message.content or ""]).strip()

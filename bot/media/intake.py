@@ -101,6 +101,21 @@ class MediaIntake:
         self, message: InboundMessage, channel: Channel
     ) -> PreparedTurn | Answered | None:
         """None: a group voice note that turned out not to name the bot (not answered)."""
+        outcome = await self._prepare(message, channel)
+        if message.voice_must_name and isinstance(outcome, Answered):
+            # Not addressed to us unless its transcript says so: no sentence in the group.
+            log.info(
+                "channel=%s chat=%s: group voice note left: %s",
+                message.channel,
+                message.chat_id,
+                outcome.text,
+            )
+            return None
+        return outcome
+
+    async def _prepare(
+        self, message: InboundMessage, channel: Channel
+    ) -> PreparedTurn | Answered | None:
         settings = self.settings(message.channel)
         parts = _Parts()
         try:

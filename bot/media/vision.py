@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from bot.config.schema import ModelEntry
 from bot.errors import AllModelsFailed, ProviderError
-from bot.media.history import NOT_SEEN
+from bot.media.history import NOT_SEEN, described
 from bot.providers.fallback import RoleChains
 from bot.types import ChatMessage, ChatRequest, ImagePart
 
@@ -54,7 +54,7 @@ class ImageAdapter:
             self._asked = True
             self.description = await self._describe()
         if self.description:
-            return f"[image, described by a vision model: {self.description}]"
+            return described(self.description)
         return NOT_SEEN
 
     async def _describe(self) -> str | None:
