@@ -112,7 +112,9 @@ async def test_photo_reaches_a_vision_model_as_an_image_part_and_others_as_text(
     assert await bridge.stop() == 0
     with sqlite3.connect(tmp_path / "sessions.db") as db:
         [(stored,)] = db.execute("SELECT max(length(extras)) FROM messages")
+        usage = set(db.execute("SELECT agent_id, model_name, purpose FROM usage"))
     assert stored < 1000  # references, never the bytes
+    assert ("plain", "eye", "vision") in usage  # charged to the turn that needed it
 
 
 async def test_without_any_vision_the_model_is_told_it_cannot_see_the_image(
@@ -197,6 +199,10 @@ async def test_voice_note_is_transcribed_with_failover_and_answered_as_text(
     assert "→ ear-two" in status
     assert "Images described by: eye" in status
     assert await bridge.stop() == 0
+    with sqlite3.connect(tmp_path / "sessions.db") as db:
+        usage = list(db.execute("SELECT agent_id, user_id, model_name, purpose FROM usage"))
+    assert ("plain", "51", "ear-two", "transcription") in usage
+    assert ("plain", "51", "m-plain", "turn") in usage
 
 
 async def test_without_transcription_a_voice_note_gets_one_sentence_and_no_model(

@@ -14,11 +14,18 @@ from dataclasses import dataclass, field
 
 from bot.channels.base import Channel, InboundMessage
 from bot.config.schema import BridgeConfig, TelegramBotBase
-from bot.errors import AllModelsFailed, FileTooLarge, MediaUnavailable, ProviderError
+from bot.errors import (
+    AllModelsFailed,
+    BudgetExhausted,
+    FileTooLarge,
+    MediaUnavailable,
+    ProviderError,
+)
 from bot.media import documents
 from bot.media.history import IMAGE_KINDS, SPEECH_KINDS
 from bot.providers.fallback import RoleChains
 from bot.types import Attachment, AudioClip, ImagePart, JSONObject
+from bot.usage.cause import TRANSCRIPTION, for_purpose
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +164,10 @@ class MediaIntake:
                 data, attachment.file_name or "voice.ogg", attachment.mime or "audio/ogg"
             )
             try:
-                transcript = await self._roles.transcribe(TRANSCRIPTION_ROLE, clip)
+                with for_purpose(TRANSCRIPTION):
+                    transcript = await self._roles.transcribe(TRANSCRIPTION_ROLE, clip)
+            except BudgetExhausted as exc:
+                return Answered(exc.sentence)
             except (AllModelsFailed, ProviderError) as exc:
                 log.warning("voice note not transcribed: %s", exc)
                 return Answered(NO_TRANSCRIPT)

@@ -10,10 +10,11 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from bot.config.schema import ModelEntry
-from bot.errors import AllModelsFailed, ProviderError
+from bot.errors import AllModelsFailed, BudgetExhausted, ProviderError
 from bot.media.history import NOT_SEEN, described
 from bot.providers.fallback import RoleChains
 from bot.types import ChatMessage, ChatRequest, ImagePart
+from bot.usage.cause import VISION, for_purpose
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ class ImageAdapter:
             messages=(ChatMessage("user", "Describe this.", images=self.images),),
         )
         try:
-            response = await self._roles.chat(VISION_ROLE, request)
-        except (AllModelsFailed, ProviderError) as exc:
+            with for_purpose(VISION):  # a usage row of its own kind, charged to the turn
+                response = await self._roles.chat(VISION_ROLE, request)
+        except (AllModelsFailed, ProviderError, BudgetExhausted) as exc:
             log.warning("roles.vision could not describe the image: %s", exc)
             return None
         return response.text.strip() or None
