@@ -113,6 +113,10 @@ class TurnRunner:
         message_id = await self._store.append(
             session_id, ChatMessage("user", text, extras=extras), source=source
         )
+        if extras:
+            # Stored before (a replay, or a group that heard it first, without what its
+            # files said): the references with their transcripts and texts go on it now.
+            await self._store.set_extras(message_id, extras)
         images = ImageTurn.of(media, self._vision)
         try:
             return await self._rounds(agent, route, key, session_id, depth, images)

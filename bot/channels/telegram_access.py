@@ -145,7 +145,13 @@ def shared_message_id(message: Message) -> str:
     if message.chat.type == "supergroup":
         return f"m{message.message_id}"
     sender = message.from_user.id if message.from_user else 0
+    # A file's file_unique_id is the same for every bot: two photos sent in one second
+    # are two messages, whatever their (empty) captions.
+    attached = message.effective_attachment
+    files = attached if isinstance(attached, tuple | list) else (attached,)
+    unique = ",".join(str(getattr(f, "file_unique_id", "")) for f in files if f is not None)
+    content = message.text or message.caption or ""
+    content += f"\0{unique}" if unique else ""
     # surrogatepass: a lone surrogate (half an emoji) must not make the message unreadable.
-    text = (message.text or "").encode("utf-8", "surrogatepass")
-    digest = hashlib.sha256(text).hexdigest()[:16]
+    digest = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"u{sender}:{int(message.date.timestamp())}:{digest}"

@@ -89,11 +89,6 @@ class DocumentText:
     text: str
     truncated: bool  # cut at the bound
 
-    def for_model(self, name: str, limit: int) -> str:
-        """The text as the model reads it: named, and saying when it was cut."""
-        note = f", cut at {limit:,} characters" if self.truncated else ""
-        return f"[document {name}{note}]\n{self.text}"
-
 
 def is_pdf(name: str, mime: str) -> bool:
     return mime == PDF_MIME or PurePosixPath(name.lower()).suffix == ".pdf"

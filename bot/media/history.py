@@ -1,5 +1,8 @@
-"""How a stored user message with media reads to a model: older images as their
-description or a short marker, voice as a marked transcript. Never downloads anything."""
+"""How a stored user message with media reads to a model. The store keeps what the person
+typed as the content and each file as a reference in ``extras["media"]`` together with
+what was derived from it (a transcript, a document's text, an image's description); this
+module writes them out: older images as their description or a short marker, voice as a
+marked transcript, documents as their named text. Never downloads anything."""
 
 from __future__ import annotations
 
@@ -35,22 +38,34 @@ def _note(ref: JSONObject, *, live: bool) -> str | None:
         if isinstance(description, str) and description:
             return described(description)
         return "[image sent earlier; not shown again]"
-    if kind in SPEECH_KINDS and ref.get("transcript"):
-        return f"[{'voice note' if kind == 'voice' else 'audio'}, transcribed:]"
+    if kind in SPEECH_KINDS:
+        what = "voice note" if kind == "voice" else "audio"
+        transcript = ref.get("transcript")
+        if isinstance(transcript, str) and transcript:
+            return f"[{what}, transcribed:]\n{transcript}"
+        return f"[{what}, not transcribed]"
+    if kind == "document":
+        name, text = ref.get("name") or "file", ref.get("text")
+        if not isinstance(text, str) or not text:
+            return f"[document {name}]"
+        cut = ref.get("cut_at")
+        note = f", cut at {cut:,} characters" if isinstance(cut, int) else ""
+        return f"[document {name}{note}]\n{text}"
     if kind == "sticker":
         emoji = ref.get("emoji")
         return f"[sticker {emoji}]" if isinstance(emoji, str) and emoji else "[sticker]"
-    return None  # a document's text already carries its name
+    return None
 
 
 def rendered(message: ChatMessage, *, live: bool = False) -> ChatMessage:
-    """``message`` with its media references written into its text; ``live``: it is the
-    current turn's message."""
+    """``message`` with its media written into its text: what was derived from them
+    (transcript, document text, description) or a marker, then what the person typed;
+    ``live``: it is the current turn's message."""
     refs = media_refs(message.extras)
     if message.role != "user" or not refs:
         return message
-    notes = [note for ref in refs if (note := _note(ref, live=live)) is not None]
-    if not notes:
+    blocks = [note for ref in refs if (note := _note(ref, live=live)) is not None]
+    if not blocks:
         return message
-    text = "\n".join([*notes, message.content or ""]).strip()
+    text = "\n\n".join([*blocks, message.content or ""]).strip()
     return dataclasses.replace(message, content=text)

@@ -59,7 +59,9 @@ class MediaSettings:
 
 @dataclass(frozen=True)
 class PreparedTurn:
-    """The person's message as the turn stores it, and the images that ride with it."""
+    """The turn's message: what the person typed (a caption, maybe empty), the references
+    with what was derived from each file (transcript, document text), and the images that
+    ride with this turn only."""
 
     text: str
     images: tuple[ImagePart, ...] = ()
@@ -80,7 +82,6 @@ class Answered:
 
 @dataclass
 class _Parts:
-    texts: list[str] = field(default_factory=list)
     images: list[ImagePart] = field(default_factory=list)
     refs: list[JSONObject] = field(default_factory=list)
     transcript: str | None = None
@@ -139,10 +140,8 @@ class MediaIntake:
         if message.voice_must_name and not _names(parts.transcript, message.voice_must_name):
             log.info("channel=%s chat=%s: voice note not for us", message.channel, message.chat_id)
             return None
-        if message.text:
-            parts.texts.append(message.text)
         return PreparedTurn(
-            "\n\n".join(parts.texts),
+            message.text,
             tuple(parts.images),
             tuple(parts.refs),
             parts.transcript,
@@ -173,9 +172,8 @@ class MediaIntake:
                 return Answered(NO_TRANSCRIPT)
             if not transcript:
                 return Answered(NO_TRANSCRIPT)
-            ref["transcript"] = True
+            ref["transcript"] = transcript
             parts.transcript = transcript
-            parts.texts.append(transcript)
         elif kind == "document":
             name, mime = attachment.file_name or "file", attachment.mime
             if not documents.supported(name, mime):
@@ -186,7 +184,9 @@ class MediaIntake:
                 text = await asyncio.to_thread(documents.extract, name, mime, data, limit)
             except documents.DocumentUnreadable as exc:
                 return Answered(f"I could not read {name}: {exc}.")
-            parts.texts.append(text.for_model(name, limit))
+            ref["text"] = text.text
+            if text.truncated:
+                ref["cut_at"] = limit
         elif kind == "sticker":
             pass  # its emoji is in the reference; history renders it
         else:

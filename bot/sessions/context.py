@@ -49,7 +49,7 @@ def message_tokens(message: ChatMessage) -> int:
 
 def unsummarised_tokens(messages: Sequence[StoredMessage]) -> int:
     """Estimated size of ``messages`` (those after the latest summary): compaction's trigger."""
-    return sum(message_tokens(m.message) for m in messages)
+    return sum(message_tokens(rendered(m.message)) for m in messages)
 
 
 @dataclass(frozen=True)
