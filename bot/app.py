@@ -39,6 +39,8 @@ from bot.generation import Generation
 from bot.groups import GroupFloor, Seat, group_source
 from bot.lanes import ChatLanes
 from bot.lifecycle import GROUP_LANE, Lifecycle, Ticket
+from bot.media import album
+from bot.media.intake import PreparedTurn
 from bot.ops.gateway import HealthReport, cooling_models
 from bot.ops.metrics import BridgeMetrics
 from bot.providers.cooldown import CooldownBook
@@ -272,6 +274,7 @@ class App:
     async def _replay(self, channel: Channel) -> None:
         """Rows stored before a restart (or while the channel was away) and held by no lane
         of this process: answered before anything new of their chat."""
+        restored: list[tuple[InboxRow, InboundMessage]] = []
         for row in await self.store.inbox_claim(channel.name, self.owner):
             if row.kind == TASK:
                 self._resume_task(row)
@@ -282,7 +285,10 @@ class App:
                     channel.name, row.update_id, outcome="skipped", note="nothing to answer"
                 )
                 continue
-            self._submit(Ticket.resumed(row, message))
+            restored.append((row, message))
+        rows = {message.inbox_id: row for row, message in restored}
+        for message in album.regroup(message for _, message in restored):
+            self._submit(Ticket.resumed(rows[message.inbox_id], message))
 
     def _resume_task(self, row: InboxRow) -> None:
         ticket = Ticket.resumed(row, None)
@@ -438,10 +444,18 @@ class App:
 
     async def _reply(
         self, generation: Generation, message: InboundMessage, route: Route, channel: Channel
-    ) -> str:
+    ) -> str | None:
         agent = generation.agents[route.agent_id]
-        command = parse_command(message.text)
-        if command is not None:
+        # Every model call of this turn, and the background work it starts, is charged here.
+        cause = CallCause(agent.id, message.sender_id, route.channel, route.chat_id)
+        prepared: PreparedTurn | None = None
+        if message.attachments:  # bot.media: fetched now, answered with or without a model
+            with charged_to(cause):  # a voice note's transcription is this turn's too
+                outcome = await generation.media.prepare(message, channel)
+            if not isinstance(outcome, PreparedTurn):
+                return None if outcome is None else outcome.text
+            prepared = outcome
+        elif (command := parse_command(message.text)) is not None:
             answer = await generation.commands.answer(
                 command, agent, route, message.sender_id, message.sender_username, message.text
             )
@@ -462,12 +476,13 @@ class App:
         source = None if message.inbox_id is None else f"{message.channel}:{message.inbox_id}"
         if self.groups.takes(Ticket.of(message)):
             source = group_source(message)  # maybe stored already, as the group heard it
-        # Every model call of this turn, and the background work it starts, is charged here.
-        cause = CallCause(agent.id, message.sender_id, route.channel, route.chat_id)
         try:
             with charged_to(cause):
                 async with channel.typing(route.chat_id, route.topic_id):
-                    result = await generation.runner.run(agent, route, message.text, source=source)
+                    text = message.text if prepared is None else prepared.text
+                    result = await generation.runner.run(
+                        agent, route, text, source=source, media=prepared
+                    )
         except BudgetExhausted as exc:
             log.warning("turn channel=%s agent=%s: over budget", route.channel, agent.id)
             return exc.sentence
@@ -486,7 +501,7 @@ class App:
             result.model_name,
             result.tool_rounds,
         )
-        return result.text
+        return generation.media.echoed(message, prepared, result.text)
 
     # --- spawned tasks (the TaskJournal of bot.agents.subagents) ---------------------
 

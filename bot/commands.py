@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from bot.agents.agent import Agent
 from bot.agents.turn import session_key
+from bot.config.schema import ChainSpec
 from bot.durations import wait_text
 from bot.providers.cooldown import CooldownBook
 from bot.routing import Route
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 COMMANDS = ("start", "help", "new", "status", "usage", "approve")
 NOT_ADMIN = "Only an admin of this bridge can approve pairing codes."
+# Roles that serve a chat's turns directly (SPEC §11), shown by /status when configured.
+MEDIA_ROLES = (("vision", "Images described by"), ("transcription", "Voice transcribed by"))
 
 
 def parse_command(text: str) -> str | None:
@@ -41,12 +44,14 @@ class CommandHandler:
         admins: Sequence[str] = (),
         budget_timezone: str = "UTC",
         clock: Callable[[], float] = time.time,
+        roles: Mapping[str, ChainSpec] | None = None,
     ) -> None:
         self._store = store
         self._cooldowns = cooldowns
         self._admins = admins
         self._zone = ZoneInfo(budget_timezone)
         self._clock = clock
+        self._roles = dict(roles or {})
 
     async def answer(
         self,
@@ -135,15 +140,16 @@ class CommandHandler:
         )
         last_model = next((m.model_name for m in reversed(recent) if m.model_name), None)
         tokens = unsummarised_tokens(recent)
-        chain = []
-        for name in agent.chain.names:
-            left = self._cooldowns.remaining(name)
-            chain.append(f"{name} (cooling, back in {wait_text(left)})" if left else name)
         lines = [
             f"Agent: {agent.display_name} ({agent.id})",
-            f"Models: {' → '.join(chain)}",
+            f"Models: {self._chain(agent.chain)}",
             f"Last answer from: {last_model or 'nobody yet'}",
             f"Session: {count} messages, about {tokens} tokens not yet summarised",
+        ]
+        lines += [
+            f"{label}: {self._chain(self._roles[role])}"
+            for role, label in MEDIA_ROLES
+            if role in self._roles
         ]
         if summary is None:
             lines.append("Compaction: not yet")
@@ -154,3 +160,10 @@ class CommandHandler:
                 f"covers messages up to #{summary.covers_up_to}"
             )
         return "\n".join(lines)
+
+    def _chain(self, chain: ChainSpec) -> str:
+        names = []
+        for name in chain.names:
+            left = self._cooldowns.remaining(name)
+            names.append(f"{name} (cooling, back in {wait_text(left)})" if left else name)
+        return " → ".join(names)

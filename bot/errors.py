@@ -21,8 +21,10 @@ the boundary that meets them, with ``raise ... from exc`` so the cause survives:
     │   ├── ChannelAuthError         the bot token was rejected
     │   ├── ChannelRateLimited       429 with retry_after
     │   ├── ChatMoved                the group became a supergroup: send to the new id
-    │   └── MessageRejected          400/403: the platform refused this message
-    │       └── RecipientGone        blocked by the user, kicked, chat deleted: give up
+    │   ├── MessageRejected          400/403: the platform refused this message
+    │   │   └── RecipientGone        blocked by the user, kicked, chat deleted: give up
+    │   └── MediaUnavailable         a file a person sent could not be fetched
+    │       └── FileTooLarge         over the bot's max_file_mb (before or while downloading)
     └── StoreError                   the session store failed
         └── StoreBusy                another bridge already runs on this database
 """
@@ -179,6 +181,18 @@ class MessageRejected(ChannelError):
 
 class RecipientGone(MessageRejected):
     """Nobody can receive it: the bot was blocked or removed, or the chat no longer exists."""
+
+
+class MediaUnavailable(ChannelError):
+    """A file a person sent could not be fetched from the platform (messages hold no URL)."""
+
+
+class FileTooLarge(MediaUnavailable):
+    """The file is over the bot's ``max_file_mb``; the download stopped at the bound."""
+
+    def __init__(self, message: str, limit_bytes: int) -> None:
+        super().__init__(message)
+        self.limit_bytes = limit_bytes
 
 
 class StoreError(PersonaBridgeError):

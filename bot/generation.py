@@ -20,6 +20,8 @@ from bot.agents.turn import TurnRunner
 from bot.commands import CommandHandler
 from bot.config.loader import LoadedConfig
 from bot.config.schema import BridgeConfig
+from bot.media.intake import MediaIntake
+from bot.media.vision import VisionModels
 from bot.providers.cooldown import CooldownBook
 from bot.providers.dispatcher import ProviderDispatcher
 from bot.providers.fallback import ChainObserver, FallbackChain, RoleChains
@@ -43,6 +45,7 @@ class Generation:
     runner: TurnRunner
     commands: CommandHandler
     subagents: SubAgents
+    media: MediaIntake
     _busy: int = 0
     _retired: bool = False
     _closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,13 +76,21 @@ class Generation:
         )
         agents = agents_from(loaded)
         subagents = SubAgents(agents, store, journal, redactor=redactor)
-        runner = TurnRunner(chain, store, config.session, compaction, subagents.registry())
+        roles = RoleChains(config.roles, chain)
+        runner = TurnRunner(
+            chain,
+            store,
+            config.session,
+            compaction,
+            subagents.registry(),
+            vision=VisionModels(config.model_list, roles),
+        )
         subagents.bind(runner)
         return cls(
             loaded=loaded,
             dispatcher=dispatcher,
             chain=chain,
-            roles=RoleChains(config.roles, chain),
+            roles=roles,
             router=router or Router(config.bindings, moved),
             agents=agents,
             runner=runner,
@@ -89,8 +100,10 @@ class Generation:
                 admins=config.admins,
                 budget_timezone=config.budget_timezone,
                 clock=clock,
+                roles=config.roles,
             ),
             subagents=subagents,
+            media=MediaIntake(roles, config),
         )
 
     @contextlib.asynccontextmanager

@@ -138,7 +138,7 @@ class Lifecycle:
             channel = self._channels[ticket.channel]
             reply = await self._generate(ticket.message, channel)
             if reply is None:
-                await self._finish(ticket, SKIPPED, "no binding for this chat")
+                await self._finish(ticket, SKIPPED, "not answered (no binding, or not for us)")
                 return
             if ticket.inbox_id is not None:
                 await self._store.inbox_reply(ticket.channel, ticket.inbox_id, reply)
@@ -230,6 +230,9 @@ class Lifecycle:
             await self._store.inbox_done(
                 ticket.channel, ticket.inbox_id, outcome=outcome, note=note
             )
+            for part in _grouped(ticket):  # an album's other rows end with it
+                album = f"album answered with update {ticket.inbox_id}"
+                await self._store.inbox_done(ticket.channel, part, outcome=outcome, note=album)
         await self._on_done(ticket.channel, outcome)
 
     async def _release(self, ticket: Ticket, why: str) -> None:
@@ -241,3 +244,9 @@ class Lifecycle:
         )
         if ticket.inbox_id is not None:
             await self._store.inbox_release(ticket.channel, ticket.inbox_id)
+            for part in _grouped(ticket):
+                await self._store.inbox_release(ticket.channel, part)
+
+
+def _grouped(ticket: Ticket) -> tuple[int, ...]:
+    return ticket.message.grouped_inbox_ids if ticket.message is not None else ()

@@ -37,14 +37,64 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file a person sent with a message: a reference only, never the bytes.
+
+    ``kind``: photo, image (an image sent as a file), voice, audio, document, sticker, or the
+    name of a type we do not handle (video, location, …). ``emoji`` carries a sticker's.
+    """
+
+    kind: str
+    file_id: str = ""
+    mime: str = ""
+    size: int | None = None
+    file_name: str = ""
+    media_group_id: str | None = None
+    emoji: str = ""
+
+    def reference(self) -> JSONObject:
+        """What the store keeps of it (SPEC §11): kind, file id, MIME, size, name."""
+        ref: JSONObject = {"kind": self.kind, "file_id": self.file_id, "mime": self.mime}
+        if self.size is not None:
+            ref["size"] = self.size
+        if self.file_name:
+            ref["name"] = self.file_name
+        if self.emoji:
+            ref["emoji"] = self.emoji
+        return ref
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image's bytes for one turn's request; never stored."""
+
+    mime: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """Speech to transcribe, sent as it came (Telegram voice notes are OGG/Opus)."""
+
+    data: bytes = field(repr=False)
+    file_name: str = "voice.ogg"
+    mime: str = "audio/ogg"
+
+
+@dataclass(frozen=True)
 class ChatMessage:
-    """One message of a conversation as a model sees it (the system prompt travels apart)."""
+    """One message of a conversation as a model sees it (the system prompt travels apart).
+
+    ``images`` ride only on the current turn's user message and are never stored; the store
+    keeps the media references in ``extras["media"]``.
+    """
 
     role: Role
     content: str | None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     extras: JSONObject = field(default_factory=dict, compare=False)
+    images: tuple[ImagePart, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

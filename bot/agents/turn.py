@@ -16,6 +16,9 @@ from bot.agents.agent import Agent
 from bot.agents.tools import ToolContext, ToolRegistry
 from bot.config.schema import SessionSettings
 from bot.errors import ContextWindowExceeded
+from bot.media.history import IMAGE_KINDS, media_refs
+from bot.media.intake import PreparedTurn
+from bot.media.vision import ImageAdapter, VisionModels
 from bot.providers.fallback import FallbackChain
 from bot.routing import Route
 from bot.sessions.compaction import CompactionWorker
@@ -26,7 +29,7 @@ from bot.sessions.context import (
     unsummarised_tokens,
 )
 from bot.sessions.store import SessionKey, SessionStore
-from bot.types import ChatMessage, ChatRequest, ChatResponse
+from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject
 from bot.usage.cause import SUBAGENT, TOOL, TURN, for_purpose
 
 log = logging.getLogger(__name__)
@@ -62,19 +65,30 @@ class TurnRunner:
         settings: SessionSettings,
         compaction: CompactionWorker,
         tools: ToolRegistry | None = None,
+        *,
+        vision: VisionModels | None = None,
     ) -> None:
         self._chain = chain
         self._store = store
         self._settings = settings
         self._compaction = compaction
         self._tools = tools or ToolRegistry()
+        self._vision = vision
 
     async def run(
-        self, agent: Agent, route: Route, text: str, source: str | None = None
+        self,
+        agent: Agent,
+        route: Route,
+        text: str,
+        source: str | None = None,
+        media: PreparedTurn | None = None,
     ) -> TurnResult:
         """A chat turn: the person's message in the chat's session. ``source`` names the
-        update it came from, so a replayed turn does not store the message twice."""
-        return await self._turn(agent, route, session_key(route), text, depth=0, source=source)
+        update it came from, so a replayed turn does not store the message twice. ``media``:
+        what came with it (bot.media) — references stored, images sent this turn only."""
+        return await self._turn(
+            agent, route, session_key(route), text, depth=0, source=source, media=media
+        )
 
     async def run_task(
         self, agent: Agent, key: SessionKey, task: str, depth: int, source: str | None = None
@@ -92,15 +106,39 @@ class TurnRunner:
         *,
         depth: int,
         source: str | None = None,
+        media: PreparedTurn | None = None,
     ) -> TurnResult:
         session_id = await self._store.active_session(key)
-        await self._store.append(session_id, ChatMessage("user", text), source=source)
+        extras = media.extras if media is not None else {}
+        message_id = await self._store.append(
+            session_id, ChatMessage("user", text, extras=extras), source=source
+        )
+        if extras:
+            # Stored before (a replay, or a group that heard it first, without what its
+            # files said): the references with their transcripts and texts go on it now.
+            await self._store.set_extras(message_id, extras)
+        images = ImageTurn.of(media, self._vision)
+        try:
+            return await self._rounds(agent, route, key, session_id, depth, images)
+        finally:
+            if images is not None and images.adapter.description:
+                await self._store.set_extras(message_id, images.described(extras))
+
+    async def _rounds(
+        self,
+        agent: Agent,
+        route: Route,
+        key: SessionKey,
+        session_id: int,
+        depth: int,
+        images: ImageTurn | None,
+    ) -> TurnResult:
         context = ToolContext(agent, route, session_id, depth)
         rounds = 0
         while True:
             purpose = SUBAGENT if depth > 0 else (TOOL if rounds else TURN)
             with for_purpose(purpose):
-                response, history_tokens = await self._ask(agent, session_id)
+                response, history_tokens = await self._ask(agent, session_id, images)
             await self._store.append(
                 session_id,
                 ChatMessage(
@@ -138,13 +176,15 @@ class TurnRunner:
         self._compaction.note_size(session_id, history_tokens + reply_tokens)
         return TurnResult(response.text, response.model_name, session_id, rounds)
 
-    async def _ask(self, agent: Agent, session_id: int) -> tuple[ChatResponse, int]:
+    async def _ask(
+        self, agent: Agent, session_id: int, images: ImageTurn | None = None
+    ) -> tuple[ChatResponse, int]:
         """The model's answer, and the size of the unsummarised history it was built from."""
         first, history_tokens = await self._context(
             agent, session_id, self._settings.context_window_tokens
         )
         try:
-            response = await self._request(agent, first)
+            response = await self._request(agent, first, images)
         except ContextWindowExceeded:
             # The model's window is smaller than our estimate said: compact in the background
             # and retry once with half of what was sent. Resending the same request would only
@@ -162,7 +202,7 @@ class TurnRunner:
                 len(retry.messages),
                 len(first.messages),
             )
-            response = await self._request(agent, retry)
+            response = await self._request(agent, retry, images)
         if response.truncated and not response.tool_calls:
             log.warning("agent %s: model %s hit its length limit", agent.id, response.model_name)
             response = dataclasses.replace(response, text=mark_truncated(response.text))
@@ -185,11 +225,44 @@ class TurnRunner:
             )
         return window, unsummarised_tokens(history)
 
-    async def _request(self, agent: Agent, window: ContextWindow) -> ChatResponse:
+    async def _request(
+        self, agent: Agent, window: ContextWindow, images: ImageTurn | None = None
+    ) -> ChatResponse:
+        messages = window.messages if images is None else images.attach(window.messages)
         return await self._chain.chat(
             agent.chain,
-            ChatRequest(system=window.system, messages=window.messages, tools=self._tools.specs()),
+            ChatRequest(system=window.system, messages=messages, tools=self._tools.specs()),
+            adapt=None if images is None else images.adapter,
         )
+
+
+@dataclass(frozen=True)
+class ImageTurn:
+    """The current turn's images: parts on its user message, fitted to each candidate."""
+
+    adapter: ImageAdapter
+
+    @classmethod
+    def of(cls, media: PreparedTurn | None, vision: VisionModels | None) -> ImageTurn | None:
+        if media is None or not media.images or vision is None:
+            return None
+        return cls(vision.adapter(media.images))
+
+    def attach(self, messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
+        """The newest user message (the current turn, always in the window) with images."""
+        last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+        if last is None:
+            return messages
+        current = dataclasses.replace(messages[last], images=self.adapter.images)
+        return (*messages[:last], current, *messages[last + 1 :])
+
+    def described(self, extras: JSONObject) -> JSONObject:
+        """``extras`` with the vision role's description on its images' references."""
+        refs = [dict(r) for r in media_refs(extras)]
+        for ref in refs:
+            if ref.get("kind") in IMAGE_KINDS:
+                ref["description"] = self.adapter.description
+        return {**extras, "media": refs}
 
 
 def mark_truncated(text: str) -> str:

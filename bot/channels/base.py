@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.errors import MediaUnavailable
+from bot.types import Attachment
+
 
 @dataclass(frozen=True)
 class InboundMessage:
@@ -30,6 +33,17 @@ class InboundMessage:
     shared_id: str = ""
     mentions: tuple[str, ...] = ()
     reply_to_user: str | None = None
+    # Files sent with it (photos, voice, documents …), fetched only at turn time.
+    attachments: tuple[Attachment, ...] = ()
+    # A voice note in a group under ``mention`` that does not reply to the bot: answered
+    # only when its transcript names the bot by one of these (lower-case) names.
+    voice_must_name: tuple[str, ...] = ()
+    # The other inbox rows of an album answered by this one turn (done with it).
+    grouped_inbox_ids: tuple[int, ...] = ()
+
+    @property
+    def media_group_id(self) -> str | None:
+        return next((a.media_group_id for a in self.attachments if a.media_group_id), None)
 
     @property
     def chat_key(self) -> tuple[str, str, str | None]:
@@ -100,6 +114,11 @@ class Channel(ABC):
 
     async def close(self) -> None:  # noqa: B027 - most channels hold nothing to release
         """Release connections; called after ``stop()`` once the last reply was sent."""
+
+    async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
+        """The attachment's bytes, at most ``max_bytes`` of them: ``FileTooLarge`` before
+        or while downloading, ``MediaUnavailable`` when it cannot be fetched."""
+        raise MediaUnavailable(f"channel {self.name} cannot fetch files")
 
     def restore(self, payload: str) -> InboundMessage | None:
         """Rebuild a stored update's message for its replay; None when it holds none."""

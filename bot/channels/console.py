@@ -24,13 +24,18 @@ from types import ModuleType
 from typing import TextIO
 
 from bot.channels.base import Channel, DeliveryLog, InboundMessage, MessageHandler
+from bot.channels.console_files import parse_attach, read_local
 from bot.config.schema import CONSOLE_CHANNEL
+from bot.types import Attachment
 
 CHANNEL = CONSOLE_CHANNEL
 CHAT_ID = "local"
 PROMPT = "you> "
 QUIT = ("/quit", "/exit")
-QUIT_HELP = "/quit — leave (Ctrl-D and Ctrl-C leave too)"
+QUIT_HELP = (
+    "/attach PATH [caption] — send a file (image, voice note, document)\n"
+    "/quit — leave (Ctrl-D and Ctrl-C leave too)"
+)
 HISTORY_LINES = 1000
 # After /quit or Ctrl-D a running spawned task may finish; after Ctrl-C nothing waits.
 QUIT_GRACE_S = 5.0
@@ -97,6 +102,9 @@ class ConsoleChannel(Channel):
             if self._pending == 0:
                 self._answered.set()
 
+    async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
+        return await read_local(attachment, max_bytes)
+
     async def stop(self) -> None:
         """Nothing to stop here: reading ends in ``converse`` on the main thread."""
 
@@ -161,10 +169,14 @@ class ConsoleChannel(Channel):
         handler = self._handler
         if handler is None or self._loop is None:
             raise RuntimeError("converse() before the bridge started the console channel")
+        base = InboundMessage(channel=CHANNEL, chat_id=CHAT_ID, sender_id="console", text=text)
+        message = parse_attach(text, base)  # /attach PATH [caption]
+        if isinstance(message, str):
+            self._write(f"{message}\n")
+            return
         with self._lock:
             self._pending += 1
             self._answered.clear()
-        message = InboundMessage(channel=CHANNEL, chat_id=CHAT_ID, sender_id="console", text=text)
 
         async def deliver() -> None:
             await handler(message)

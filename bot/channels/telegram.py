@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from telegram import Bot, BotCommand, Update
 from telegram import error as tg
 from telegram.constants import ChatAction
@@ -51,6 +52,7 @@ from bot.channels.telegram_access import (
     shared_message_id,
     strip_mention,
 )
+from bot.channels.telegram_media import TelegramFiles, attachments_of
 from bot.channels.telegram_pairing import PairingBook, PairingDoor
 from bot.channels.telegram_send import TelegramSender
 from bot.channels.telegram_strangers import StrangerNotices
@@ -62,6 +64,8 @@ from bot.errors import (
     ChannelRateLimited,
     PersonaBridgeError,
 )
+from bot.media.album import AlbumGatherer
+from bot.types import Attachment
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,8 @@ class TelegramChannel(Channel):
             get_updates_request=HTTPXRequest(read_timeout=poll_timeout + 10.0),
         )
         self._sender = TelegramSender(self._bot, self.name, spec.max_reply_messages)
+        self._files = TelegramFiles(self._bot, httpx.AsyncClient(follow_redirects=False))
+        self._albums: AlbumGatherer | None = None
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._strangers = StrangerNotices(self.name, self._sender.plain)
@@ -168,7 +174,7 @@ class TelegramChannel(Channel):
         except Exception as exc:  # not an answer from Telegram: say what, and try again later
             log.exception("bot %s: starting failed unexpectedly", self.name)
             return ChannelError(type(exc).__name__)
-        self.me = BotIdentity(self._bot.id, self._bot.username)
+        self.me = BotIdentity(self._bot.id, self._bot.username, self._bot.first_name)
         return None
 
     async def _set_webhook(self) -> None:
@@ -215,6 +221,7 @@ class TelegramChannel(Channel):
         # Updates stored before a restart are replayed by the app (bot.lifecycle), once per
         # process: a reload that restarts this bot must not answer them again.
         self._handler = handler
+        self._albums = AlbumGatherer(handler)
         if self._webhooks is not None:
             self.polling = True  # receiving: the webhook is set and the server serves it
             log.info("bot @%s receives by webhook as channel %s", self.me.username, self.name)
@@ -258,12 +265,18 @@ class TelegramChannel(Channel):
         if self._pairing is not None:
             await self._pairing.close()
         self.polling = False
+        if self._albums is not None:  # stored parts still gathering: answer them now
+            await self._albums.flush()
 
     async def close(self) -> None:
         """Release the HTTP pools; after the last reply has been sent."""
         if self._webhooks is not None:
             self._webhooks.unregister(self.spec.id, self)
         await self._bot.shutdown()
+        await self._files.aclose()
+
+    async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
+        return await self._files.download(attachment, max_bytes)
 
     async def send(
         self,
@@ -431,13 +444,13 @@ class TelegramChannel(Channel):
             return
         inbound = self._inbound(update)
         if inbound is None:
-            return  # nothing we answer (no text): not stored, so never pending
+            return  # nothing we answer: not stored, so never pending
         payload = json.dumps(update.to_dict(), ensure_ascii=False)
         stored = await self._inbox.inbox_put(
             self.name, update.update_id, payload, chat_id=inbound.chat_id, topic_id=inbound.topic_id
         )
         if stored:  # else delivered before: stored then, answered then (or pending)
-            await handler(inbound)
+            await (self._albums.deliver if self._albums else handler)(inbound)
 
     def _within_bot_loop_limit(self, update: Update) -> bool:
         message = update.message
@@ -458,24 +471,31 @@ class TelegramChannel(Channel):
 
     def _inbound(self, update: Update) -> InboundMessage | None:
         message = update.message
-        if message is None or message.text is None or message.from_user is None:
+        if message is None or message.from_user is None:
             return None
         replied = message.reply_to_message
+        text = message.text if message.text is not None else message.caption
+        attachments = attachments_of(message) if message.text is None else ()
+        if text is None and not attachments:
+            return None
+        if_named = judge(message, self.spec, self.me) is Verdict.IF_NAMED
         return InboundMessage(
             channel=self.name,
             chat_id=str(message.chat.id),
             sender_id=str(message.from_user.id),
             sender_username=message.from_user.username,
-            text=strip_mention(message.text, self.me),
+            text=strip_mention(text, self.me) if text else "",
             message_id=str(message.message_id),
             topic_id=str(message.message_thread_id) if message.is_topic_message else None,
             chat_type=message.chat.type,
             inbox_id=update.update_id,
             shared_id=shared_message_id(message),
-            mentions=mentioned_accounts(message.text),
+            mentions=mentioned_accounts(text or ""),
             reply_to_user=(
                 str(replied.from_user.id) if replied and replied.from_user is not None else None
             ),
+            attachments=attachments,
+            voice_must_name=self.me.spoken_names() if if_named else (),
         )
 
     async def _pause(self, seconds: float) -> None:

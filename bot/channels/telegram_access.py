@@ -12,6 +12,7 @@ from enum import Enum
 from telegram import Message
 
 from bot.channels.access_lists import by_username, listed
+from bot.channels.telegram_media import attachments_of
 from bot.config.schema import TelegramBot
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,10 @@ _COMMAND_TARGET = re.compile(r"^/[A-Za-z0-9_]+@([A-Za-z0-9_]{3,32})\b")
 
 class Verdict(Enum):
     ANSWER = "answer"  # goes on to the store and a model
-    IGNORE = "ignore"  # not for us (group chatter, other bots, non-text)
+    IGNORE = "ignore"  # not for us (group chatter, other bots, service messages)
+    # A group voice note under ``mention`` that does not reply to us: answered only if its
+    # transcript names the bot (decided at turn time, after transcription).
+    IF_NAMED = "if_named"
     STRANGER = "stranger"  # not on allow_from: at most one short reply, nothing stored
 
 
@@ -30,17 +34,27 @@ class Verdict(Enum):
 class BotIdentity:
     id: int
     username: str
+    first_name: str = ""
+
+    def spoken_names(self) -> tuple[str, ...]:
+        """How a voice note can name the bot: its username or its display name."""
+        return tuple(n.lower() for n in (self.username, self.first_name) if n)
 
 
 def judge(message: Message, spec: TelegramBot, me: BotIdentity) -> Verdict:
     user = message.from_user
-    if user is None or message.text is None:
+    if user is None or (message.text is None and not attachments_of(message)):
         return Verdict.IGNORE
     if user.id == me.id:
         return Verdict.IGNORE
     if user.is_bot and not spec.allow_bots:
         return Verdict.IGNORE
     if message.chat.type != "private" and not addressed(message, spec, me):
+        # A voice note cannot @mention: when its sender may talk to us, its transcript
+        # decides. Strangers' voice notes are never fetched nor transcribed.
+        voice = message.voice is not None and spec.group_policy == "mention"
+        if voice and admitted(user.id, user.username, spec.allow_from):
+            return Verdict.IF_NAMED
         return Verdict.IGNORE
     if not admitted(user.id, user.username, spec.allow_from):
         return Verdict.STRANGER
@@ -89,7 +103,7 @@ def addressed(message: Message, spec: TelegramBot, me: BotIdentity) -> bool:
         return False
     if spec.group_policy == "all":
         return True
-    text = message.text or ""
+    text = message.text or message.caption or ""
     mention = f"@{me.username}".lower()
     replied = message.reply_to_message
     if replied is not None and replied.from_user is not None and replied.from_user.id == me.id:
@@ -131,7 +145,13 @@ def shared_message_id(message: Message) -> str:
     if message.chat.type == "supergroup":
         return f"m{message.message_id}"
     sender = message.from_user.id if message.from_user else 0
+    # A file's file_unique_id is the same for every bot: two photos sent in one second
+    # are two messages, whatever their (empty) captions.
+    attached = message.effective_attachment
+    files = attached if isinstance(attached, tuple | list) else (attached,)
+    unique = ",".join(str(getattr(f, "file_unique_id", "")) for f in files if f is not None)
+    content = message.text or message.caption or ""
+    content += f"\0{unique}" if unique else ""
     # surrogatepass: a lone surrogate (half an emoji) must not make the message unreadable.
-    text = (message.text or "").encode("utf-8", "surrogatepass")
-    digest = hashlib.sha256(text).hexdigest()[:16]
+    digest = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"u{sender}:{int(message.date.timestamp())}:{digest}"

@@ -111,7 +111,25 @@ def _check_roles(config: BridgeConfig, models: set[str]) -> list[ConfigProblem]:
                 )
             )
         problems += _check_chain(f"roles.{role}", chain, models)
+    problems += _check_transcription(config, models)
     return problems
+
+
+def _check_transcription(config: BridgeConfig, models: set[str]) -> list[ConfigProblem]:
+    """Speech to text is the OpenAI ``/audio/transcriptions`` shape (SPEC §11)."""
+    chain = config.roles.get("transcription")
+    if chain is None:
+        return []
+    return [
+        ConfigProblem(
+            "roles.transcription",
+            f"model {name!r} uses protocol {config.model_entry(name).protocol!r}, "
+            "which cannot transcribe",
+            "use an openai-protocol entry (OpenAI, Groq or a local whisper server)",
+        )
+        for name in dict.fromkeys(chain.names)
+        if name in models and config.model_entry(name).protocol != "openai"
+    ]
 
 
 def _check_agents(config: BridgeConfig, models: set[str]) -> list[ConfigProblem]:

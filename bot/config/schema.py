@@ -123,6 +123,8 @@ class ModelEntry(Section):
     strict_compat: bool = False
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     price: ModelPrice | None = None
+    # The model accepts image parts (SPEC §11); without it images reach it as text.
+    vision: bool = False
 
     @field_validator("model")
     @classmethod
@@ -226,6 +228,12 @@ class TelegramBotBase(Section):
     # (references.py checks both, naming the field).
     updates: Literal["polling", "webhook"] = "polling"
     webhook_secret: SecretStr | None = None
+    # Media (SPEC §11): files over this are refused before and while downloading (20 MB is
+    # the Bot API's own download cap); a voice note's transcript can be shown first; a
+    # document reaches the model as at most this many characters.
+    max_file_mb: float = Field(default=20.0, gt=0, le=2000)
+    echo_transcript: bool = False
+    max_document_chars: int = Field(default=20_000, ge=100, le=1_000_000)
 
     @field_validator("token")
     @classmethod

@@ -25,7 +25,11 @@ def group_source(message: InboundMessage) -> str:
 
 
 def heard(message: InboundMessage) -> tuple[ChatMessage, str]:
-    return ChatMessage("user", message.text), group_source(message)
+    # Files go in as references (a marker for the others); the answering persona's turn
+    # adds what they said (a transcript, a document's text) to its own copy.
+    refs = [a.reference() for a in message.attachments]
+    extras = {"media": refs} if refs else {}
+    return ChatMessage("user", message.text, extras=extras), group_source(message)
 
 
 def said(name: str, text: str) -> ChatMessage:

@@ -16,6 +16,7 @@ it ``truncated``.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from bot.errors import InvalidResponse
@@ -140,7 +141,17 @@ def _blocks(message: ChatMessage) -> list[JSONObject]:
         if message.content:  # content is optional; an empty string would be refused
             result["content"] = message.content
         return [result]
-    blocks: list[JSONObject] = []
+    blocks: list[JSONObject] = [
+        {
+            "type": "image",
+            "source": {
+                "type": "base64",
+                "media_type": image.mime,
+                "data": base64.b64encode(image.data).decode("ascii"),
+            },
+        }
+        for image in message.images
+    ]
     if message.content and message.content.strip():
         blocks.append({"type": "text", "text": message.content})
     if message.role == "assistant":

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, TypeVar
 
 from bot.config.schema import ChainSpec
 from bot.errors import (
@@ -33,10 +33,13 @@ from bot.errors import (
 from bot.providers.base import Provider
 from bot.providers.cooldown import CooldownBook
 from bot.providers.dispatcher import ProviderDispatcher
-from bot.types import ChatRequest, ChatResponse
+from bot.types import AudioClip, ChatRequest, ChatResponse
 from bot.usage.meter import UsageMeter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Fits a request to one candidate (by model_list name) just before it is sent.
+RequestAdapter = Callable[[str, ChatRequest], Awaitable[ChatRequest]]
 
 
 class CoolingDown(ProviderError):
@@ -69,8 +72,11 @@ class FallbackChain:
         self._max_attempts = max_attempts  # None: the whole chain
         self._observer = observer
 
-    async def chat(self, chain: ChainSpec, request: ChatRequest) -> ChatResponse:
-        reasons: list[ProviderError] = []
+    async def chat(
+        self, chain: ChainSpec, request: ChatRequest, adapt: RequestAdapter | None = None
+    ) -> ChatResponse:
+        """The first candidate's answer. ``adapt`` fits the request to each candidate before
+        it is sent (bot.media.vision: image parts only for models with vision)."""
         streamed = False
         sink = request.stream_to
         if sink is not None:
@@ -82,20 +88,52 @@ class FallbackChain:
 
             request = dataclasses.replace(request, stream_to=forward)
 
+        async def attempt(name: str, provider: Provider) -> ChatResponse:
+            fitted = request if adapt is None else await adapt(name, request)
+            # Budgets are checked before every request (BudgetExhausted: none is made).
+            sent = fitted if self._meter is None else await self._meter.admit(name, fitted)
+            response = await provider.chat(sent)
+            if self._meter is not None:
+                await self._meter.record(name, sent, response)
+            return response
+
+        return await self._first_success(chain, attempt, lambda: streamed)
+
+    async def transcribe(self, chain: ChainSpec, audio: AudioClip) -> str:
+        """Speech to text on the first candidate that answers (``roles.transcription``)."""
+
+        async def attempt(name: str, provider: Provider) -> str:
+            asked = ChatRequest(system="", messages=())
+            if self._meter is not None:
+                await self._meter.admit(name, asked)
+            text = await provider.transcribe(audio)
+            if self._meter is not None:
+                # Speech APIs report no tokens: the row is estimated from the transcript.
+                heard = ChatResponse(text=text, model_name=name)
+                await self._meter.record(name, asked, heard)
+            return text
+
+        return await self._first_success(chain, attempt, lambda: False)
+
+    async def _first_success(
+        self,
+        chain: ChainSpec,
+        attempt: Callable[[str, Provider], Awaitable[T]],
+        reached_user: Callable[[], bool],
+    ) -> T:
+        reasons: list[ProviderError] = []
         attempts = 0
         previous: str | None = None
         for name in self._order(chain, reasons):
             if attempts == self._max_attempts:
                 break
-            # Budgets are checked before every request (BudgetExhausted: none is made).
-            sent = request if self._meter is None else await self._meter.admit(name, request)
             attempts += 1
             if previous is not None and self._observer is not None:
                 self._observer.fell_back(previous, name)
             previous = name
             provider = await self.dispatcher.get(name)
             try:
-                response = await _guarded_chat(provider, sent, name)
+                result = await _guarded(attempt(name, provider), name)
             except ProviderError as exc:
                 exc.model_name = exc.model_name or name
                 if self._observer is not None:
@@ -104,16 +142,14 @@ class FallbackChain:
                     raise
                 self._note_failure(name, exc)
                 reasons.append(exc)
-                if streamed:
+                if reached_user():
                     log.error("model %s failed after text reached the user; not retrying", name)
                     break
                 continue
             if self._observer is not None:
                 self._observer.attempted(name, None)
             self.cooldowns.record_success(name)
-            if self._meter is not None:
-                await self._meter.record(name, sent, response)
-            return response
+            return result
         raise AllModelsFailed(reasons, retry_in=self._soonest(chain))
 
     def _order(self, chain: ChainSpec, reasons: list[ProviderError]) -> list[str]:
@@ -153,10 +189,10 @@ class FallbackChain:
         return min(waits) if waits else None
 
 
-async def _guarded_chat(provider: Provider, request: ChatRequest, name: str) -> ChatResponse:
-    """``provider.chat``, with a provider bug translated into a failover-class error."""
+async def _guarded(call: Awaitable[T], name: str) -> T:
+    """A provider call, with a provider bug translated into a failover-class error."""
     try:
-        return await provider.chat(request)
+        return await call
     except PersonaBridgeError:  # ProviderError, or a channel error from a stream sink
         raise
     except Exception as exc:
@@ -179,5 +215,11 @@ class RoleChains:
     def spec(self, role: str) -> ChainSpec:
         return self._roles[role]
 
+    def has(self, role: str) -> bool:
+        return role in self._roles
+
     async def chat(self, role: str, request: ChatRequest) -> ChatResponse:
         return await self._chain.chat(self._roles[role], request)
+
+    async def transcribe(self, role: str, audio: AudioClip) -> str:
+        return await self._chain.transcribe(self._roles[role], audio)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -12,7 +13,7 @@ from bot.providers import http_errors, wire_values
 from bot.providers.http_base import HttpProvider
 from bot.providers.openai_stream import StreamAssembler
 from bot.providers.wire_values import as_object
-from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall
+from bot.types import AudioClip, ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall
 
 # Fields some servers add and expect back, but strict OpenAI-compatible servers reject.
 NON_STANDARD_FIELDS = ("reasoning_content", "extra_content", "thought_signature")
@@ -57,6 +58,29 @@ class OpenAIProvider(HttpProvider):
         choice = {"message": assembler.message(), "finish_reason": assembler.finish_reason}
         return self._parse({"choices": [choice], "usage": assembler.usage})
 
+    async def transcribe(self, audio: AudioClip) -> str:
+        """``POST {api_base}/audio/transcriptions`` (multipart: the file as sent, the model
+        id); OpenAI, Groq and local whisper servers all answer ``{"text": ...}``."""
+        name = self._entry.model_name
+        url = f"{self._entry.base_url}/audio/transcriptions"
+        files = {"file": (audio.file_name, audio.data, audio.mime)}
+        try:
+            response = await self._client.post(
+                url,
+                data={"model": self._entry.model_id, "response_format": "json"},
+                files=files,
+                headers=self._headers(),
+                timeout=self._timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise http_errors.from_transport_error(exc, name) from exc
+        if response.status_code != 200:
+            raise http_errors.from_response(response, name)
+        text = http_errors.parse_json(response, name).get("text")
+        if not isinstance(text, str):
+            raise InvalidResponse("transcription answer has no text", model_name=name)
+        return text.strip()
+
     def body(self, request: ChatRequest) -> JSONObject:
         """The wire body; public so tests and ``models check`` can inspect it."""
         messages: list[JSONObject] = []
@@ -87,12 +111,22 @@ class OpenAIProvider(HttpProvider):
             if message.content or not strict:
                 wire["content"] = message.content or ""
             wire["tool_calls"] = [self._wire_tool_call(c) for c in message.tool_calls]
+        elif message.images:
+            # A photo without a caption has no text: an empty text part is refused by some.
+            parts: list[JSONObject] = (
+                [{"type": "text", "text": message.content}] if message.content else []
+            )
+            parts += [
+                {"type": "image_url", "image_url": {"url": _data_url(i.mime, i.data)}}
+                for i in message.images
+            ]
+            wire["content"] = parts
         else:
             wire["content"] = message.content or ""
         if message.tool_call_id is not None:
             wire["tool_call_id"] = message.tool_call_id
-        if not strict:
-            wire.update(message.extras)
+        if not strict:  # only what a server sent us; other extras (media refs) stay home
+            wire.update({k: v for k, v in message.extras.items() if k in NON_STANDARD_FIELDS})
         return wire
 
     def _wire_tool_call(self, call: ToolCall) -> JSONObject:
@@ -137,6 +171,10 @@ class OpenAIProvider(HttpProvider):
             extras={k: message[k] for k in NON_STANDARD_FIELDS if k in message},
             truncated=finish == "length",
         )
+
+
+def _data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def _content_text(content: Any, model_name: str) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from bot.config.schema import SessionSettings
 from bot.errors import AllModelsFailed, BudgetExhausted, ProviderError, StoreError
+from bot.media.history import rendered
 from bot.providers.fallback import RoleChains
 from bot.sessions.store import SessionStore, StoredMessage
 from bot.types import ChatMessage, ChatRequest
@@ -207,7 +208,7 @@ def summary_cut(messages: Sequence[StoredMessage], keep_recent: int) -> int:
 def _transcript(previous: str, messages: Sequence[StoredMessage]) -> str:
     lines = [f"Previous summary:\n{previous or '(none)'}", "", "New messages:"]
     for stored in messages:
-        message = stored.message
+        message = rendered(stored.message)  # transcripts and document texts included
         if message.role == "tool":
             lines.append(f"Tool result: {message.content or ''}")
             continue

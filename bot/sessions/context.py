@@ -1,8 +1,9 @@
 """What the model sees for one turn: persona + latest summary + the newest messages that fit.
 
-The store keeps everything; this module only chooses. Messages are chosen in *units*: an
-assistant message that carries tool calls travels with the tool results answering it,
-because every provider rejects a tool call without its result or a result without its call.
+The store keeps everything; this module only chooses (and writes stored media as text).
+Messages are chosen in *units*: an assistant message that carries tool calls travels with
+the tool results answering it, because every provider rejects a tool call without its
+result or a result without its call.
 The window is cut at a unit boundary and starts at a user message, so it never opens with
 an orphan tool result or a stray assistant reply (Anthropic refuses histories that do not
 start with the user). The current turn — the newest user message and everything after it —
@@ -17,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.media.history import rendered
 from bot.sessions.store import StoredMessage, Summary
 from bot.types import ChatMessage
 
@@ -47,7 +49,7 @@ def message_tokens(message: ChatMessage) -> int:
 
 def unsummarised_tokens(messages: Sequence[StoredMessage]) -> int:
     """Estimated size of ``messages`` (those after the latest summary): compaction's trigger."""
-    return sum(message_tokens(m.message) for m in messages)
+    return sum(message_tokens(rendered(m.message)) for m in messages)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ def build_context(
     system_tokens = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(system)
     after = summary.covers_up_to if summary is not None else 0
     candidates = [m.message for m in messages if m.id > after]
+    # Media show as text: older images as their description or a marker, voice as a
+    # marked transcript; the newest user message is the current turn, whose images ride
+    # as parts (bot.media). Nothing is downloaded here.
+    current = max((i for i, m in enumerate(candidates) if m.role == "user"), default=-1)
+    candidates = [rendered(m, live=i == current) for i, m in enumerate(candidates)]
     units = _units(candidates)
     cost = [sum(message_tokens(m) for m in unit) for unit in units]
 

@@ -36,7 +36,7 @@ from bot.sessions.pairing_store import PairingStore, SqlitePairing
 from bot.sessions.schema import clean_text, decode_tool_calls, encode_tool_calls, migrate, to_json
 from bot.sessions.upkeep import OpenedFile
 from bot.sessions.usage import SqliteUsage, UsageStore
-from bot.types import ChatMessage, Usage
+from bot.types import ChatMessage, JSONObject, Usage
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,11 @@ class SessionStore(InboxStore, UsageStore, PairingStore, GroupTurnStore):
         ``source`` names the inbound update (or task) a user message came from: a second
         append with the same source in the session stores nothing and returns the first id,
         so a turn replayed after a crash never puts the person's message in twice."""
+
+    @abstractmethod
+    async def set_extras(self, message_id: int, extras: JSONObject) -> None:
+        """Replace a stored message's ``extras``: a media reference gains the description a
+        vision model wrote during the turn (SPEC §11). Content is never rewritten."""
 
     @abstractmethod
     async def messages(
@@ -373,6 +378,10 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
             if not rows:
                 raise StoreError(f"session store: append to session {session_id} was refused")
             return int(rows[0][0])
+
+    async def set_extras(self, message_id: int, extras: JSONObject) -> None:
+        sql = "UPDATE messages SET extras = ? WHERE id = ?"
+        await self._write("set_extras", sql, (to_json(extras), message_id))
 
     async def messages(
         self, session_id: int, *, after_id: int = 0, limit: int | None = None

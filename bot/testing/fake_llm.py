@@ -16,6 +16,7 @@ right model, persona and message reached the provider without scripting anything
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -27,7 +28,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeAlias
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from bot.testing import llm_anthropic_shape, llm_openai_shape
 
@@ -175,6 +176,13 @@ class RecordedRequest:
     last_user_text: str
     stream: bool
     tool_result: str | None = None  # content of a trailing tool result, if the last message is one
+    # The image parts the request carried (decoded bytes), in order: OpenAI image_url data
+    # URLs and Anthropic base64 image blocks alike.
+    images: tuple[bytes, ...] = ()
+    # A transcription request (POST …/audio/transcriptions): the uploaded file, as received.
+    audio: bytes | None = None
+    audio_name: str = ""
+    audio_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -296,6 +304,27 @@ _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key"
 def _quoted_credentials(headers: Mapping[str, str]) -> str:
     sent = [f"{name}: {headers[name]}" for name in _CREDENTIAL_HEADERS if name in headers]
     return f"(you sent {'; '.join(sent)})" if sent else "(you sent no credentials)"
+
+
+def _images(body: Mapping[str, Any]) -> tuple[bytes, ...]:
+    """Image parts in either wire shape, decoded; anything malformed is skipped."""
+    found: list[bytes] = []
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if not isinstance(part, dict):
+                continue
+            encoded = None
+            if part.get("type") == "image_url":  # OpenAI: a data URL
+                url = (part.get("image_url") or {}).get("url", "")
+                encoded = url.split(";base64,", 1)[1] if ";base64," in url else None
+            elif part.get("type") == "image":  # Anthropic: a base64 source
+                encoded = (part.get("source") or {}).get("data")
+            if isinstance(encoded, str):
+                with contextlib.suppress(ValueError):
+                    found.append(base64.b64decode(encoded, validate=True))
+    return tuple(found)
 
 
 class FakeLLM:
@@ -429,7 +458,63 @@ class FakeLLM:
 
     # -- serving ----------------------------------------------------------------------------
 
+    async def _transcription(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's speech-to-text shape: multipart ``file`` + ``model`` → ``{"text"}``."""
+        form: dict[str, Any] = {}
+        audio = b""
+        name = content_type = ""
+        try:
+            async for part in await request.multipart():
+                if not isinstance(part, BodyPartReader):
+                    continue
+                if part.name == "file":
+                    audio = bytes(await part.read())
+                    name, content_type = part.filename or "", part.headers.get("Content-Type", "")
+                elif part.name:
+                    form[part.name] = await part.text()
+        except (ValueError, AssertionError, KeyError):
+            return llm_openai_shape.error(400, "expected a multipart/form-data body")
+        recorded = RecordedRequest(
+            api="openai",
+            path=request.path,
+            model=str(form.get("model", "")),
+            body=form,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            at=time.monotonic(),
+            system="",
+            last_user_text="",
+            stream=False,
+            audio=audio,
+            audio_name=name,
+            audio_type=content_type,
+        )
+        async with self._arrived:
+            self.requests.append(recorded)
+            self._arrived.notify_all()
+        if not audio or not recorded.model:
+            return llm_openai_shape.error(400, "file and model are required")
+        behaviour = self._next_behaviour(recorded.model)
+        for _ in range(10):
+            if callable(behaviour) and not isinstance(behaviour, type):
+                behaviour = behaviour(recorded)
+        if isinstance(behaviour, Slow):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(behaviour.seconds):
+                    await self._stopping.wait()
+            behaviour = behaviour.then
+        if isinstance(behaviour, Fault):
+            message = behaviour.message or _phrase(behaviour.status)
+            headers = _retry_headers(behaviour.retry_after)
+            return llm_openai_shape.error(
+                behaviour.status, message, behaviour.error_type, behaviour.code, headers
+            )
+        if isinstance(behaviour, Reply):
+            return web.json_response({"text": behaviour.text})
+        return web.json_response({"text": f"[transcribed by {recorded.model}] {len(audio)} bytes"})
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/audio/transcriptions"):
+            return await self._transcription(request)
         route = _route(request.path)
         if route is None:
             return llm_openai_shape.error(404, f"the fake LLM has no endpoint {request.path}")
@@ -453,6 +538,7 @@ class FakeLLM:
             last_user_text=shape.last_user_text(body),
             stream=body.get("stream") is True,
             tool_result=shape.tool_result(body),
+            images=_images(body),
         )
         async with self._arrived:
             self.requests.append(recorded)

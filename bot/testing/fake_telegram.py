@@ -36,9 +36,10 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
+from bot.testing.telegram_files import FileDownload, FileShelf
 from bot.testing.telegram_html import HtmlParseError, parse_html, utf16_len
 
-__all__ = ["ApiCall", "FakeBot", "FakeTelegram", "SentMessage"]
+__all__ = ["ApiCall", "FakeBot", "FakeTelegram", "FileDownload", "SentMessage"]
 
 _log = logging.getLogger(__name__)
 
@@ -300,6 +301,7 @@ class FakeTelegram:
         self._proxies: dict[str, str] = {}  # public URL prefix → local base URL
         self._client: aiohttp.ClientSession | None = None
         self.calls: list[ApiCall] = []
+        self.files = FileShelf()
         self._methods: dict[str, Callable[[_BotState, dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
             "deletewebhook": self._delete_webhook,
@@ -313,6 +315,7 @@ class FakeTelegram:
             "getupdates": self._get_updates,
             "sendmessage": self._send_message,
             "editmessagetext": self._edit_message_text,
+            "getfile": self._get_file,
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -322,6 +325,7 @@ class FakeTelegram:
             raise RuntimeError("FakeTelegram is already running")
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_route("GET", "/file/bot{token}/{path:.+}", self.files.serve)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         # access_log=None: the access log would print request paths, which contain tokens.
         # handler_cancellation: a client that hangs up ends its long poll, as on Telegram.
@@ -431,11 +435,13 @@ class FakeTelegram:
         reply_to_bot_message: int | None = None,
         message_thread_id: int | None = None,
         entities: list[dict[str, Any]] | None = None,
+        media: dict[str, Any] | None = None,
     ) -> int:
         """Queue a text message update from a user; returns its update_id.
 
         ``user_id`` defaults to ``chat_id`` in private chats and to ``abs(chat_id)`` elsewhere
-        (a negative user id would be nonsense).
+        (a negative user id would be nonsense). With ``media`` (fields such as ``photo`` or
+        ``voice``, see ``inject_photo`` …) ``text`` is the caption, and may be empty.
         """
         state = self._state(token)
         default_user = chat_id if chat_type == "private" else abs(chat_id)
@@ -454,11 +460,16 @@ class FakeTelegram:
             "date": int(time.time()),
             "chat": chat,
             "from": sender,
-            "text": text,
         }
+        text_key, entities_key = (
+            ("text", "entities") if media is None else ("caption", "caption_entities")
+        )
+        message |= media or {}
+        if text or media is None:
+            message[text_key] = text
         entities = _auto_entities(text) if entities is None else entities
         if entities:
-            message["entities"] = entities
+            message[entities_key] = entities
         if message_thread_id is not None:
             message["message_thread_id"] = message_thread_id
             message["is_topic_message"] = True
@@ -469,6 +480,83 @@ class FakeTelegram:
             message["reply_to_message"] = _strip_reply(original)
         state.messages[(chat_id, message["message_id"])] = message
         return self._enqueue(state, {"message": message})
+
+    # -- media (files served by getFile and /file/bot<token>/<path>) ------------------------
+
+    def inject_photo(
+        self, token: str, chat_id: int, data: bytes, caption: str = "", **kwargs: Any
+    ) -> int:
+        """A photo (a small thumbnail and the full size, as Telegram sends them)."""
+        return self.inject_message(
+            token, chat_id, caption, media=self.photo_media(token, data), **kwargs
+        )
+
+    def photo_media(
+        self, token: str, data: bytes, media_group_id: str | None = None
+    ) -> dict[str, Any]:
+        thumb = self.files.put(token, data[:64], ".jpg") | {"width": 90, "height": 90}
+        full = self.files.put(token, data, ".jpg") | {"width": 1280, "height": 960}
+        media: dict[str, Any] = {"photo": [thumb, full]}
+        if media_group_id is not None:
+            media["media_group_id"] = media_group_id
+        return media
+
+    def inject_album(
+        self, token: str, chat_id: int, photos: list[bytes], caption: str = "", **kwargs: Any
+    ) -> list[int]:
+        """Several photos sharing a ``media_group_id``, the caption on the first: one
+        update each, as Telegram delivers them."""
+        group = f"album-{len(self.files.downloads)}-{time.monotonic_ns()}"
+        return [
+            self.inject_message(
+                token,
+                chat_id,
+                caption if i == 0 else "",
+                media=self.photo_media(token, data, group),
+                **kwargs,
+            )
+            for i, data in enumerate(photos)
+        ]
+
+    def inject_voice(
+        self, token: str, chat_id: int, data: bytes, caption: str = "", **kwargs: Any
+    ) -> int:
+        """A voice note (OGG/Opus)."""
+        voice = self.files.put(token, data, ".oga") | {"duration": 3, "mime_type": "audio/ogg"}
+        return self.inject_message(token, chat_id, caption, media={"voice": voice}, **kwargs)
+
+    def inject_document(
+        self,
+        token: str,
+        chat_id: int,
+        data: bytes,
+        file_name: str,
+        mime_type: str,
+        caption: str = "",
+        *,
+        declared_size: int | bool | None = True,
+        **kwargs: Any,
+    ) -> int:
+        """A file; ``declared_size`` None omits its size, a number lies about it."""
+        suffix = "." + file_name.rsplit(".", 1)[-1] if "." in file_name else ""
+        document = self.files.put(token, data, suffix, declared=declared_size)
+        document |= {"file_name": file_name, "mime_type": mime_type}
+        return self.inject_message(token, chat_id, caption, media={"document": document}, **kwargs)
+
+    def inject_sticker(self, token: str, chat_id: int, emoji: str, **kwargs: Any) -> int:
+        sticker = self.files.put(token, b"RIFF-webp", ".webp") | {
+            "type": "regular",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "emoji": emoji,
+        }
+        return self.inject_message(token, chat_id, "", media={"sticker": sticker}, **kwargs)
+
+    def downloads(self, token: str) -> list[FileDownload]:
+        """Every file fetched with ``token``, in order."""
+        return self.files.downloads_for(token)
 
     def inject_update(self, token: str, update: dict[str, Any]) -> int:
         """Queue a raw update dict (any type); the server assigns its update_id."""
@@ -854,6 +942,12 @@ class FakeTelegram:
             raise _ApiError(400, "Bad Request: wrong parameter action in request")
         state.chat_actions.append((chat_id, action))
         return True
+
+    async def _get_file(self, state: _BotState, params: dict[str, Any]) -> Any:
+        found = self.files.get_file(state.bot.token, str(params.get("file_id") or ""))
+        if found is None:
+            raise _ApiError(400, "Bad Request: invalid file_id")
+        return found
 
     def _confirm(self, state: _BotState, offset: int) -> None:
         """Forget updates below ``offset``; a negative offset keeps the last ``-offset``."""
