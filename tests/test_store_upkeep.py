@@ -228,7 +228,9 @@ async def test_database_moved_or_deleted_under_the_bridge_turns_readyz_red(
         "problem": f"database file {database} was deleted or moved away under the running bridge",
     }
     assert gone["store"] == red["store"]
-    assert red["bots"] == {"telegram-alice": {"polling": True, "username": "alice_bot", "mode": "polling"}}
+    assert red["bots"] == {
+        "telegram-alice": {"polling": True, "username": "alice_bot", "mode": "polling"}
+    }
     assert reply.text.endswith("] still answering?")
     logs = bridge.logs()
     loud = [
