@@ -1,4 +1,5 @@
-"""SqliteSessionStore against real database files: round trips, sessions, inbox, migrations."""
+"""The store contract against real databases — every ``store`` test runs on SQLite and on
+PostgreSQL (``make_store``): round trips, sessions, inbox, migrations."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot.errors import StoreError
 from bot.sessions import export
 from bot.sessions.export import export_jsonl
 from bot.sessions.schema import LATEST_VERSION, MIGRATIONS
-from bot.sessions.store import SessionKey, SqliteSessionStore
+from bot.sessions.store import SessionKey, SessionStore, SqliteSessionStore
+from bot.testing.pytest_plugin import StoreFactory
 from bot.types import ChatMessage, ToolCall, Usage
 
 KEY = SessionKey("telegram:alice", "42", None, "alice")
@@ -33,8 +36,8 @@ class Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteSessionStore]:
-    async with SqliteSessionStore(tmp_path / "sessions.db", clock=Clock()) as opened:
+async def store(make_store: StoreFactory) -> AsyncIterator[SessionStore]:
+    async with make_store(clock=Clock()) as opened:
         yield opened
 
 
@@ -55,7 +58,7 @@ def tool_conversation() -> list[ChatMessage]:
     ]
 
 
-async def test_round_trip_of_every_message_kind(store: SqliteSessionStore) -> None:
+async def test_round_trip_of_every_message_kind(store: SessionStore) -> None:
     sid = await store.active_session(KEY)
     sent = tool_conversation()
     ids = []
@@ -82,7 +85,7 @@ async def test_round_trip_of_every_message_kind(store: SqliteSessionStore) -> No
     assert await store.message_count(sid) == 5
 
 
-async def test_messages_after_id_and_limit(store: SqliteSessionStore) -> None:
+async def test_messages_after_id_and_limit(store: SessionStore) -> None:
     sid = await store.active_session(KEY)
     ids = [await store.append(sid, ChatMessage("user", str(i))) for i in range(6)]
     page = await store.messages(sid, after_id=ids[1], limit=3)
@@ -91,7 +94,7 @@ async def test_messages_after_id_and_limit(store: SqliteSessionStore) -> None:
 
 
 async def test_active_session_is_stable_and_separate_per_agent_and_topic(
-    store: SqliteSessionStore,
+    store: SessionStore,
 ) -> None:
     sid = await store.active_session(KEY)
     assert await store.active_session(SessionKey("telegram:alice", "42", None, "alice")) == sid
@@ -103,7 +106,7 @@ async def test_active_session_is_stable_and_separate_per_agent_and_topic(
 
 
 async def test_archive_keeps_messages_and_starts_a_new_session(
-    store: SqliteSessionStore,
+    store: SessionStore,
 ) -> None:
     old = await store.active_session(KEY)
     await store.append(old, ChatMessage("user", "remember me"))
@@ -124,15 +127,17 @@ async def test_archive_keeps_messages_and_starts_a_new_session(
     assert await store.archive(SessionKey("telegram:alice", "999", None, "alice")) is None
 
 
-async def test_unknown_session_raises_store_error(store: SqliteSessionStore) -> None:
+async def test_unknown_session_raises_store_error(store: SessionStore) -> None:
     with pytest.raises(StoreError, match="no session"):
         await store.session_info(12345)
-    with pytest.raises(StoreError) as caught:  # foreign key: a sqlite3 error, translated
+    with pytest.raises(StoreError) as caught:  # foreign key: the driver's error, translated
         await store.append(12345, ChatMessage("user", "hi"))
-    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
+    assert isinstance(
+        caught.value.__cause__, sqlite3.IntegrityError | asyncpg.ForeignKeyViolationError
+    )
 
 
-async def test_latest_summary_wins(store: SqliteSessionStore) -> None:
+async def test_latest_summary_wins(store: SessionStore) -> None:
     sid = await store.active_session(KEY)
     first = await store.append(sid, ChatMessage("user", "a"))
     second = await store.append(sid, ChatMessage("assistant", "b"))
@@ -154,7 +159,7 @@ async def test_latest_summary_wins(store: SqliteSessionStore) -> None:
 
 
 async def test_inbox_is_idempotent_with_pending_done_and_backlog(
-    store: SqliteSessionStore,
+    store: SessionStore,
 ) -> None:
     assert await store.inbox_put("telegram:alice", 10, '{"update_id": 10}') is True
     assert await store.inbox_put("telegram:alice", 10, '{"update_id": 10, "dup": 1}') is False
@@ -181,11 +186,10 @@ async def test_inbox_is_idempotent_with_pending_done_and_backlog(
         await store.inbox_done("telegram:alice", 999)
 
 
-async def test_inbox_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "inbox.db"
-    async with SqliteSessionStore(path) as first:
+async def test_inbox_survives_reopen(make_store: StoreFactory) -> None:
+    async with make_store() as first:
         await first.inbox_put("telegram:alice", 5, "{}")
-    async with SqliteSessionStore(path) as second:
+    async with make_store() as second:
         assert [r.update_id for r in await second.inbox_pending()] == [5]
         assert await second.inbox_put("telegram:alice", 5, "{}") is False
 
@@ -283,7 +287,7 @@ async def test_unopenable_path_raises_store_error(tmp_path: Path) -> None:
         await SqliteSessionStore(tmp_path / "missing-dir" / "x.db").open()
 
 
-async def test_concurrent_appends_all_land_with_unique_ids(store: SqliteSessionStore) -> None:
+async def test_concurrent_appends_all_land_with_unique_ids(store: SessionStore) -> None:
     sid = await store.active_session(KEY)
     other = await store.active_session(SessionKey("telegram:bob", "1", None, "bob"))
 
@@ -300,13 +304,13 @@ async def test_concurrent_appends_all_land_with_unique_ids(store: SqliteSessionS
     )
 
 
-async def test_concurrent_active_session_creates_one_session(store: SqliteSessionStore) -> None:
+async def test_concurrent_active_session_creates_one_session(store: SessionStore) -> None:
     ids = await asyncio.gather(*(store.active_session(KEY) for _ in range(20)))
     assert len(set(ids)) == 1
     assert len(await store.sessions()) == 1
 
 
-async def test_lone_surrogates_do_not_crash(store: SqliteSessionStore) -> None:
+async def test_lone_surrogates_do_not_crash(store: SessionStore) -> None:
     sid = await store.active_session(KEY)
     broken = ChatMessage(
         "assistant",
@@ -334,9 +338,7 @@ async def test_memory_database_works(tmp_path: Path) -> None:
         assert await store.message_count(sid) == 1
 
 
-async def test_export_writes_every_message_and_summary(
-    store: SqliteSessionStore, tmp_path: Path
-) -> None:
+async def test_export_writes_every_message_and_summary(store: SessionStore, tmp_path: Path) -> None:
     sid = await store.active_session(KEY)
     ids = [
         await store.append(sid, m, model_name="gpt" if m.role == "assistant" else None)
@@ -393,7 +395,7 @@ async def test_export_writes_every_message_and_summary(
     assert len(path.read_text(encoding="utf-8").splitlines()) == len(ids) + 1
 
 
-async def test_export_pages_through_long_sessions(store: SqliteSessionStore) -> None:
+async def test_export_pages_through_long_sessions(store: SessionStore) -> None:
     sid = await store.active_session(KEY)
     for i in range(export.PAGE_SIZE + 7):
         await store.append(sid, ChatMessage("user", str(i)))
@@ -417,3 +419,73 @@ async def test_a_directory_as_database_raises_store_error(tmp_path: Path) -> Non
     # sqlite3 itself refuses this one: the failed-connect path, not the directory check.
     with pytest.raises(StoreError, match="opening"):
         await SqliteSessionStore(tmp_path).open()
+
+
+async def test_inbox_row_lifecycle_claims_tasks_outbox_and_outcome(store: SessionStore) -> None:
+    """One row's whole memory, on both backends: claim, reply, chunk progress, outcome;
+    tasks count down below zero; a claim by one owner is not handed out to it again."""
+    assert await store.inbox_put("tg:a", 7, '{"u": 7}', chat_id="42", owner="p1")
+    assert await store.inbox_put("tg:a", 8, '{"u": 8}', chat_id="42", topic_id="3")
+    assert await store.inbox_add_task("tg:a", "42", None, '{"task": 1}', "p1") == -1
+    assert await store.inbox_add_task("tg:a", "42", None, '{"task": 2}', "p1") == -2
+    assert await store.inbox_add_task("tg:b", "9", None, "{}", "p1") == -1
+
+    claimed = await store.inbox_claim("tg:a", "p1")  # only what p1 did not hold
+    assert [(r.update_id, r.claimed_by, r.topic_id) for r in claimed] == [(8, None, "3")]
+    assert await store.inbox_claim("tg:a", "p1") == []
+    taken = await store.inbox_claim("tg:a", "p2")  # another process: everything, in order
+    assert [r.update_id for r in taken] == [7, 8, -1, -2]
+    assert [r.kind for r in taken] == ["update", "update", "task", "task"]
+    assert {r.claimed_by for r in taken} == {"p1"}
+    await store.inbox_release("tg:a", 8)
+    row = await store.inbox_row("tg:a", 8)
+    assert row is not None
+    assert row.claimed_by is None
+
+    await store.inbox_reply("tg:a", 7, "the answer")
+    await store.inbox_progress("tg:a", 7, sending=0, chunks_sent=0)
+    row = await store.inbox_row("tg:a", 7)
+    assert row is not None
+    assert (row.reply, row.sending, row.chunks_sent) == ("the answer", 0, 0)
+    await store.inbox_progress("tg:a", 7, sending=None, chunks_sent=1)
+    await store.inbox_done("tg:a", 7, outcome="given_up", note="blocked")
+    row = await store.inbox_row("tg:a", 7)
+    assert row is not None
+    assert (row.status, row.outcome, row.note, row.claimed_by) == (
+        "done",
+        "given_up",
+        "blocked",
+        None,
+    )
+    assert (row.chunks_sent, row.sending) == (1, None)
+    for missing in (
+        store.inbox_reply("tg:a", 99, "x"),
+        store.inbox_progress("tg:a", 99, sending=None, chunks_sent=1),
+    ):
+        with pytest.raises(StoreError, match="no update"):
+            await missing
+
+
+async def test_chat_moved_takes_sessions_and_pending_rows_along(store: SessionStore) -> None:
+    old = await store.active_session(SessionKey("tg:a", "-5", None, "alice"))
+    await store.inbox_put("tg:a", 1, "{}", chat_id="-5")
+    await store.chat_moved("tg:a", "-5", "-1005")
+    assert await store.chat_moves() == {("tg:a", "-1005"): "-5"}
+    assert await store.active_session(SessionKey("tg:a", "-1005", None, "alice")) == old
+    row = await store.inbox_row("tg:a", 1)
+    assert row is not None
+    assert row.chat_id == "-1005"
+
+
+async def test_answered_rows_are_pruned_after_the_retention(make_store: StoreFactory) -> None:
+    clock = Clock()
+    async with make_store(clock=clock) as store:
+        for update_id in (1, 2, 3):
+            await store.inbox_put("tg:a", update_id, "{}")
+        await store.inbox_done("tg:a", 1)
+        clock.now += 100.0
+        await store.inbox_done("tg:a", 2)
+        assert await store.inbox_prune(50.0) == 1
+        assert await store.inbox_row("tg:a", 1) is None
+        assert await store.inbox_row("tg:a", 2) is not None
+        assert [r.update_id for r in await store.inbox_pending()] == [3]
