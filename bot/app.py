@@ -49,12 +49,13 @@ from bot.routing import Route, Router
 from bot.sessions.compaction import CompactionWorker
 from bot.sessions.inbox import TASK, InboxRow
 from bot.sessions.lock import StoreLock
-from bot.sessions.pairing_store import PairingStore
-from bot.sessions.store import SessionStore, SqliteSessionStore
+from bot.sessions.select import store_for
+from bot.sessions.store import SessionStore
 from bot.sessions.upkeep import StoreUpkeep
 from bot.types import JSONObject
 from bot.usage.cause import CallCause, charged_to
 from bot.usage.meter import UsageMeter
+from bot.work import LocalWork, WorkSource
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +64,16 @@ STORE_FAILED = "I could not save this conversation just now; please try again sh
 # Telegram caps a message at 4096 characters; other channels (or a hostile API) may not.
 MAX_INBOUND_CHARS = 32_000
 
-ChannelFactory = Callable[[LoadedConfig, "OwnedInbox"], Iterable[Channel]]
+ChannelFactory = Callable[[LoadedConfig, WorkSource], Iterable[Channel]]
 
 
 def telegram_channels(
-    loaded: LoadedConfig, inbox: OwnedInbox, webhooks: WebhookServer | None = None
+    loaded: LoadedConfig, inbox: WorkSource, webhooks: WebhookServer | None = None
 ) -> list[Channel]:
     return [
         TelegramChannel(bot, inbox, pairing=inbox.pairing, webhooks=webhooks)
         for bot in loaded.config.channels.bots()
     ]
-
-
-class OwnedInbox:
-    """The store's inbox as channels see it: every row they put is held by this process."""
-
-    def __init__(self, store: SessionStore, owner: str) -> None:
-        self._store = store
-        self._owner = owner
-        # The one other part of the store a channel touches: strangers' pairing codes.
-        self.pairing: PairingStore = store
-
-    async def inbox_put(
-        self,
-        channel: str,
-        update_id: int,
-        payload: str,
-        *,
-        chat_id: str | None = None,
-        topic_id: str | None = None,
-    ) -> bool:
-        return await self._store.inbox_put(
-            channel, update_id, payload, chat_id=chat_id, topic_id=topic_id, owner=self._owner
-        )
 
 
 class App:
@@ -111,13 +89,15 @@ class App:
     ) -> None:
         # Wall-clock time for the usage ledger and budget periods; tests move it.
         self._clock = clock
-        self.store = store or SqliteSessionStore(loaded.database, clock=clock)
-        # ``run`` holds the database alone: two bridges on one SQLite file would both
-        # replay the pending inbox and answer it twice.
-        self._lock = StoreLock(loaded.database) if exclusive else None
+        self.store = store or store_for(loaded, clock=clock)
+        shared = self.store.shared
+        # ``run`` holds a SQLite database alone: two bridges on one file would both replay
+        # the pending inbox and answer it twice. On PostgreSQL they share it (SPEC §14).
+        self._lock = StoreLock(loaded.database) if exclusive and not shared else None
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._inbox = OwnedInbox(self.store, self.owner)
         self.metrics = BridgeMetrics()
+        self.channels: dict[str, Channel] = {}
+        self.work = self._work_source(loaded) if shared else self._local_work()
         # One redaction for the logs and everything the App serves; reloads teach it more.
         self.redactor = Redactor(secrets_of(loaded.config))
         self.cooldowns = CooldownBook(redactor=self.redactor)
@@ -137,7 +117,6 @@ class App:
         )
         self.generation = self._build(loaded)
         self.compaction.use_roles(self.generation.roles)
-        self.channels: dict[str, Channel] = {}
         self.lifecycle = Lifecycle(
             self.store,
             self.channels,
@@ -157,6 +136,25 @@ class App:
         self.turns_served = 0
         self.upkeep = StoreUpkeep(self.store, lambda: self.loaded.config.session)
         self.metrics.store_file_ok.set_function(lambda: float(self.upkeep.problem is None))
+
+    def _local_work(self) -> WorkSource:
+        return LocalWork(self.store, self.owner, self._resume, self._submit)
+
+    def _work_source(self, loaded: LoadedConfig) -> WorkSource:
+        """PostgreSQL: rows are claimed from the database, shared with other processes."""
+        from bot.sessions.postgres import PostgresSessionStore
+        from bot.work_shared import SharedWork
+
+        assert isinstance(self.store, PostgresSessionStore)
+        return SharedWork(
+            self.store,
+            self.owner,
+            self._resume,
+            self._submit,
+            channels=self.channels,
+            lease_s=loaded.config.session.claim_lease_s,
+            on_takeover=self.metrics.lease_takeovers.inc,
+        )
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -217,7 +215,8 @@ class App:
             self.chat_moves.update(await self.store.chat_moves())
             self.compaction.start()
             await self._listen_for_webhooks(self.loaded)
-            await self._start_channels(list(self._channel_factory(self.loaded, self._inbox)))
+            await self.work.start()
+            await self._start_channels(list(self._channel_factory(self.loaded, self.work)))
             if not self.channels:
                 raise self._nothing_started()
             await self._refresh_backlog()
@@ -266,16 +265,16 @@ class App:
                     raise result
                 else:
                     self.refused.pop(channel.name, None)
-                    await self._replay(channel)
+                    await self.work.channel_started(channel)
         finally:  # only now: a group's lane is shared by every bot in it
             for gate in gates.values():
                 gate.set()
 
-    async def _replay(self, channel: Channel) -> None:
-        """Rows stored before a restart (or while the channel was away) and held by no lane
-        of this process: answered before anything new of their chat."""
+    async def _resume(self, rows: list[InboxRow], channel: Channel) -> None:
+        """Stored rows this process now holds (replayed, or claimed from the database), in
+        arrival order: an album's parts among them are answered as one message."""
         restored: list[tuple[InboxRow, InboundMessage]] = []
-        for row in await self.store.inbox_claim(channel.name, self.owner):
+        for row in rows:
             if row.kind == TASK:
                 self._resume_task(row)
                 continue
@@ -286,9 +285,9 @@ class App:
                 )
                 continue
             restored.append((row, message))
-        rows = {message.inbox_id: row for row, message in restored}
+        by_id = {message.inbox_id: row for row, message in restored}
         for message in album.regroup(message for _, message in restored):
-            self._submit(Ticket.resumed(rows[message.inbox_id], message))
+            self._submit(Ticket.resumed(by_id[message.inbox_id], message))
 
     def _resume_task(self, row: InboxRow) -> None:
         ticket = Ticket.resumed(row, None)
@@ -317,6 +316,7 @@ class App:
         channels = list(self.channels.values())
         await asyncio.gather(*(c.stop() for c in channels), return_exceptions=True)
         await self.webhooks.stop()  # after the bots: a request meanwhile got a 503
+        await self.work.stop_claiming()
         self.lanes.close()
         if not await self.lanes.join(within_s=grace_s):
             log.warning("turns still running after %.0fs; cancelling them", grace_s)
@@ -326,6 +326,7 @@ class App:
         await self.generation.close_now()
         await self.compaction.stop()
         await self.upkeep.stop()
+        await self.work.close()
         await self.store.aclose()
         if self._lock is not None:
             self._lock.release()
@@ -364,7 +365,7 @@ class App:
 
         Turns already queued keep their rows (claimed by this process): the restarted
         channel does not replay them, and they send through it once generated."""
-        wanted = {c.name: c for c in self._channel_factory(loaded, self._inbox)}
+        wanted = {c.name: c for c in self._channel_factory(loaded, self.work)}
         stale = [
             current
             for name, current in self.channels.items()
@@ -398,7 +399,7 @@ class App:
             await self._chat_moved(message.channel, message.chat_id, message.moved_to)
             return
         self.metrics.messages_in.labels(bot=message.channel).inc()
-        self._submit(Ticket.of(message))
+        self.work.arrived(message)
 
     def _submit(self, ticket: Ticket) -> None:
         if ticket.message and (sibling := self.groups.roster.sibling(ticket.message)):
@@ -552,7 +553,11 @@ class App:
     # --- health ---------------------------------------------------------------------
 
     def polling(self) -> dict[str, bool]:
-        return {name: bool(c.status()["polling"]) for name, c in self.channels.items()}
+        """Per bot: its long poll works here, or another process polls it (standby)."""
+        return {
+            name: bool(c.status()["polling"] or c.status().get("standby"))
+            for name, c in self.channels.items()
+        }
 
     async def health(self) -> HealthReport:
         """Ready only while every configured bot polls; a refused one is shown with why."""
@@ -572,7 +577,7 @@ class App:
             bots=bots,
             models=cooling_models(self.cooldowns),
             inbox_backlog=await self.store.inbox_backlog() if started else 0,
-            store=self.upkeep.status(),
+            store={**self.upkeep.status(), **self.work.status()},
         )
 
     def status_line(self) -> str:

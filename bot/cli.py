@@ -203,9 +203,9 @@ def _chat(loaded: LoadedConfig, agent_id: str) -> int:
 
 async def _sessions(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     from bot.sessions import inspect
-    from bot.sessions.store import SqliteSessionStore
+    from bot.sessions.select import database_url, store_for
 
-    if not loaded.database.exists():
+    if database_url(loaded) is None and not loaded.database.exists():
         # A fresh install: nothing to list or export yet, which is not an error. Not opened:
         # opening would create the database.
         if args.sessions_command == "list":
@@ -213,7 +213,7 @@ async def _sessions(loaded: LoadedConfig, args: argparse.Namespace) -> int:
             return 0
         print(f"{inspect.NO_SESSIONS} ({loaded.database} does not exist)", file=sys.stderr)
         return 1 if args.sessions_command == "show" else 0
-    async with SqliteSessionStore(loaded.database) as store:
+    async with store_for(loaded) as store:
         if args.sessions_command == "list":
             return await inspect.list_sessions(store)
         if args.sessions_command == "show":

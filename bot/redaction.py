@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 
 from bot.config.schema import BridgeConfig
+from bot.sessions.dsn import dsn_password
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 4  # shorter "secrets" (placeholders like "x") would mangle every line
@@ -58,4 +59,5 @@ def secrets_of(config: BridgeConfig) -> list[str]:
         b.webhook_secret.get_secret_value() for b in config.channels.bots() if b.webhook_secret
     ]
     found += [m.api_key.get_secret_value() for m in config.model_list if m.api_key]
-    return found
+    password = dsn_password(config.session.database)  # a postgresql:// URL's password
+    return [*found, password] if password else found

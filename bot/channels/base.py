@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,6 +77,12 @@ class Inbox(Protocol):
         topic_id: str | None = None,
     ) -> bool:
         """Store the update; False when it was stored before (answered then, or pending)."""
+        ...
+
+    def poll_turn(self, channel: str, stopping: asyncio.Event) -> AbstractAsyncContextManager[bool]:
+        """Held while this process is the one that polls ``channel`` (SPEC §14: several
+        processes on one database elect one poller per bot; alone, it is held at once).
+        Yields False when ``stopping`` was set before the turn came."""
         ...
 
 

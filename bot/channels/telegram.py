@@ -129,6 +129,7 @@ class TelegramChannel(Channel):
         self._bot_streak: dict[int, int] = {}
         self.me = BotIdentity(0, "")
         self.polling = False
+        self.standby = False  # another process polls this bot; this one stands by
         self._handler: MessageHandler | None = None
         self.last_poll_at = time.monotonic()  # start of the latest getUpdates attempt
 
@@ -238,6 +239,8 @@ class TelegramChannel(Channel):
             return False  # nothing polls: Telegram pushes, and retries what we refuse
         if self._stopping.is_set() or starting or self._rejected:
             return False  # nothing to restart: not begun yet, or the token was refused
+        if self.standby and alive:
+            return False  # waiting for its turn to poll (another process polls)
         return not alive or now - self.last_poll_at > limit
 
     async def restart_polling(self) -> None:
@@ -308,7 +311,15 @@ class TelegramChannel(Channel):
             await asyncio.gather(task, return_exceptions=True)
 
     async def _poll_forever(self, handler: MessageHandler) -> None:
-        """Polls until stopped; an unexpected crash of the loop restarts it after a pause."""
+        """Polls until stopped (once this process is the bot's poller; SPEC §14); an
+        unexpected crash of the loop restarts it after a pause."""
+        self.standby = True
+        async with self._inbox.poll_turn(self.name, self._stopping) as elected:
+            self.standby = False
+            if elected:
+                await self._poll_elected(handler)
+
+    async def _poll_elected(self, handler: MessageHandler) -> None:
         while not self._stopping.is_set():
             try:
                 await self._poll(handler)
@@ -510,6 +521,8 @@ class TelegramChannel(Channel):
         setWebhook succeeded."""
         state: dict[str, object] = {"polling": self.polling, "username": self.me.username}
         state["mode"] = "polling" if self._webhooks is None else "webhook"
-        if not self.polling and self._trouble:
+        if self.standby:
+            state["standby"] = True  # another process polls this bot (SPEC §14)
+        if not self.polling and not self.standby and self._trouble:
             state["error"] = self._trouble
         return state

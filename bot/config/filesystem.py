@@ -13,7 +13,7 @@ from bot.config.schema import BridgeConfig
 from bot.errors import ConfigProblem
 
 MAX_PERSONA_BYTES = 1024 * 1024  # a system prompt, not a book; also bounds a wrong path
-SERVER_DATABASE_PREFIXES = ("postgresql://",)  # a future store; nothing to check on disk
+SERVER_DATABASE_PREFIXES = ("postgresql://",)  # the PostgreSQL store: nothing on disk
 
 
 def read_personas(

@@ -301,12 +301,18 @@ class SessionSettings(Section):
     # How often the store is checked (database file still in place) and tidied (WAL
     # truncated, old inbox rows pruned). Small values are for tests.
     upkeep_interval_s: float = Field(default=60.0, gt=0.0, le=3600.0)
+    # PostgreSQL with several processes (SPEC §14): how long a process's claims outlive its
+    # last heartbeat. A process killed with -9 has its unfinished turns taken over by
+    # another within this time; a live one renews every third of it.
+    claim_lease_s: float = Field(default=15.0, ge=1.0, le=30.0)
 
     @field_validator("database")
     @classmethod
     def _a_path(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("must not be empty; name the SQLite file, e.g. sessions.db")
+            raise ValueError(
+                "must not be empty; name the SQLite file (e.g. sessions.db) or a postgresql:// URL"
+            )
         if any(not c.isprintable() for c in value):
             raise ValueError("contains control characters; write a plain file path")
         return value

@@ -110,6 +110,9 @@ class BridgeMetrics:
         )  # fmt: skip
         self.inbox_backlog = self._gauge("inbox_backlog", "Admitted updates not yet answered.")
         self.bots_polling = self._gauge("bots_polling", "Bots whose long poll currently works.")
+        self.lease_takeovers = self._counter(
+            "lease_takeovers_total", "Unfinished rows taken over from a process whose lease lapsed."
+        )
         self.model_cooldown_seconds = self._gauge(
             "model_cooldown_seconds", "Seconds until a model entry may be asked again.", "model"
         )

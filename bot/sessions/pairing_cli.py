@@ -15,7 +15,8 @@ from typing import Any, TextIO
 
 from bot.config.loader import LoadedConfig
 from bot.sessions.pairing_store import normalise_code
-from bot.sessions.store import SessionStore, SqliteSessionStore
+from bot.sessions.select import database_url, store_for
+from bot.sessions.store import SessionStore
 
 CONFIG_HELP = "config file (default: $PERSONA_BRIDGE_CONFIG, then ./config.json)"
 
@@ -64,9 +65,9 @@ async def run(loaded: LoadedConfig, args: argparse.Namespace, out: TextIO | None
             print(f"pairing revoke: no bot {args.bot!r}; bots: {known}", file=sys.stderr)
             return 2
         channel = channels[args.bot]
-    if not loaded.database.exists():  # nothing was ever issued; do not create a database
-        return _nothing_yet(args, out)
-    async with SqliteSessionStore(loaded.database) as store:
+    if database_url(loaded) is None and not loaded.database.exists():
+        return _nothing_yet(args, out)  # nothing was ever issued; do not create a database
+    async with store_for(loaded) as store:
         if args.pairing_command == "approve":
             return await _approve(store, args.code, out)
         if args.pairing_command == "revoke":

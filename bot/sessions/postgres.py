@@ -14,11 +14,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from bot.errors import StoreError
+from bot.sessions.dsn import redact_dsn, redact_text
 from bot.sessions.postgres_claims import PgClaims
 from bot.sessions.postgres_inbox import PgInbox, pg_text
 from bot.sessions.postgres_schema import pg_migrate
@@ -34,31 +34,7 @@ from bot.sessions.store import (
 )
 from bot.types import ChatMessage, Usage
 
-POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 POOL_SIZE = 10
-
-
-def is_postgres_url(value: str) -> bool:
-    return value.startswith(POSTGRES_PREFIXES)
-
-
-def redact_dsn(dsn: str) -> str:
-    """The URL with its password masked: safe for logs and errors."""
-    try:
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-    except ValueError:
-        return "postgresql://***"
-
-
-def dsn_password(dsn: str) -> str | None:
-    try:
-        return urlsplit(dsn).password
-    except ValueError:
-        return None
 
 
 @contextmanager
@@ -67,11 +43,7 @@ def _pg_translated(what: str, dsn: str) -> Iterator[None]:
     try:
         yield
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        text = str(exc)
-        password = dsn_password(dsn)
-        if password:
-            text = text.replace(password, "***")
-        text = text.replace(dsn, redact_dsn(dsn))
+        text = redact_text(str(exc), dsn)
         raise StoreError(f"session store ({redact_dsn(dsn)}): {what} failed: {text}") from exc
 
 
@@ -110,6 +82,8 @@ def _opt(value: str | None) -> str | None:
 
 class PostgresSessionStore(PgInbox, PgClaims, SessionStore):
     """Sessions, history, summaries and the durable inbox in one PostgreSQL database."""
+
+    shared = True
 
     def __init__(
         self, dsn: str, *, clock: Callable[[], float] = time.time, pool_size: int = POOL_SIZE

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 CLAIM_LOCK = 0x5042_434C_4149  # "PBCLAI": one claim transaction at a time
 POLL_RETRY_S = 1.0  # how often a standby tries to become a bot's poller
 
+_COLUMNS = ROW_COLUMNS.split(",")
 _LIVE = "SELECT owner FROM bridge_processes WHERE lease_until > now()"
 _CHAT = "channel, coalesce(chat_id, ''), coalesce(topic_id, '')"
 _CLAIM = f"""
@@ -40,14 +42,14 @@ _CLAIM = f"""
         SELECT DISTINCT {_CHAT} FROM inbox
         WHERE status = 'pending' AND claimed_by <> $1 AND claimed_by IN ({_LIVE})
     ), free AS (
-        SELECT seq FROM inbox
+        SELECT seq, claimed_by AS before FROM inbox
         WHERE status = 'pending' AND channel = ANY($2::text[])
             AND claimed_by IS DISTINCT FROM $1
             AND (claimed_by IS NULL OR claimed_by NOT IN ({_LIVE}))
             AND ({_CHAT}) NOT IN (SELECT * FROM held)
     )
     UPDATE inbox SET claimed_by = $1 FROM free WHERE inbox.seq = free.seq
-    RETURNING inbox.seq, {", ".join(f"inbox.{c.strip()}" for c in ROW_COLUMNS.split(","))}"""
+    RETURNING inbox.seq, free.before, {", ".join(f"inbox.{c.strip()}" for c in _COLUMNS)}"""
 
 
 class PgClaims:
@@ -74,11 +76,16 @@ class PgClaims:
             )
 
     async def claim_work(self, owner: str, channels: Sequence[str]) -> list[InboxRow]:
-        """Claim every claimable pending row of ``channels`` for ``owner``: arrival order."""
+        """Claim every claimable pending row of ``channels`` for ``owner``, in arrival
+        order; each row's ``claimed_by`` says who held it before (a lapsed process, or None)."""
         async with self._conn("claim_work", transaction=True) as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
             records = await conn.fetch(_CLAIM, owner, list(channels))
-        return inbox_rows([r[1:] for r in sorted(records, key=lambda r: r[0])])
+        ordered = sorted(records, key=lambda r: r[0])
+        return [
+            replace(row, claimed_by=r[1])
+            for r, row in zip(ordered, inbox_rows([r[2:] for r in ordered]), strict=True)
+        ]
 
     async def claims_held(self, owner: str) -> int:
         async with self._conn("claims_held") as conn:

@@ -87,6 +87,9 @@ class SessionInfo:
 class SessionStore(InboxStore, UsageStore, PairingStore, GroupTurnStore):
     """Memory, durable inbox, usage, pairing, group turns. Raises only ``StoreError``."""
 
+    # True where several bridge processes may share the store (PostgreSQL, SPEC §14).
+    shared = False
+
     @abstractmethod
     async def open(self) -> None:
         """Connect and bring the schema up to date; ``async with`` calls it."""

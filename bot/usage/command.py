@@ -30,7 +30,7 @@ def register(usage: argparse.ArgumentParser) -> None:
 
 
 async def run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
-    from bot.sessions.store import SqliteSessionStore
+    from bot.sessions.select import database_url, store_for
     from bot.sessions.usage import GROUPS
     from bot.usage.report import parse_since, usage_table
 
@@ -47,9 +47,9 @@ async def run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not loaded.database.exists():
+    if database_url(loaded) is None and not loaded.database.exists():
         print(f"{loaded.database}: no session database yet", file=sys.stderr)
         return 1
-    async with SqliteSessionStore(loaded.database) as store:
+    async with store_for(loaded) as store:
         print(await usage_table(store, since, by, as_json=args.json))
     return 0
