@@ -162,6 +162,7 @@ async def test_concurrent_get_updates_terminates_the_older_one(fake: FakeTelegra
             await older
         fake.inject_message(TOKEN, CHAT, "for the survivor")
         assert [u.update_id for u in await newer] == [1]
+    assert fake.poll_conflicts == {TOKEN: 1}  # counted: two live pollers of one bot
 
 
 async def test_stop_releases_a_parked_long_poll(fake: FakeTelegram, bot: telegram.Bot) -> None:

@@ -302,6 +302,8 @@ class FakeTelegram:
         self._client: aiohttp.ClientSession | None = None
         self.calls: list[ApiCall] = []
         self.files = FileShelf()
+        # 409s answered to a poller still connected: two live processes polled one bot.
+        self.poll_conflicts: dict[str, int] = {}
         self._methods: dict[str, Callable[[_BotState, dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
             "deletewebhook": self._delete_webhook,
@@ -795,6 +797,8 @@ class FakeTelegram:
                 raise _ApiError(404, "Not Found")
             result = await handler(state, params)
         except _ApiError as exc:
+            if exc.description == _CONFLICT and request.transport is not None:
+                self.poll_conflicts[token] = self.poll_conflicts.get(token, 0) + 1
             return web.json_response(_error_body(exc), status=exc.status)
         except Exception:  # a bug here or a malformed parameter: answer like Telegram's 500
             _log.exception("fake telegram: %s for @%s failed", method, state.bot.username)
