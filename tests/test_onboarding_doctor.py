@@ -202,3 +202,24 @@ async def test_doctor_compares_each_webhook_bots_webhook_with_the_expected_url(
     assert f"✓ webhook server 127.0.0.1:{port}: port free" in lines
     assert "doctor_secret-1234" not in "\n".join(lines)
     assert fake_telegram.webhook_url(BOB.token).endswith("secret-path")  # only looked
+
+
+async def test_doctor_checks_a_postgresql_database_and_never_shows_its_password(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM, pg_dsn: str
+) -> None:
+    fake_telegram.add_bot(ALICE.token, "alice_bot")
+    fake_telegram.add_bot(BOB.token, "bob_bot")
+    # The throwaway server trusts its socket, so any password works: it must be masked.
+    working = pg_dsn.replace("postgres:@", "postgres:Doctor-pw-1234@")
+    code, lines = await doctor(write_config(tmp_path, fake_telegram, fake_llm, database=working))
+    assert code == 0, lines
+    [line] = [x for x in lines if x.startswith("✓ session.database ")]
+    assert "connects; schema up to date" in line
+    assert "Doctor-pw-1234" not in "\n".join(lines)
+
+    broken = f"postgresql://bridge:Doctor-pw-1234@127.0.0.1:{free_port()}/nowhere"
+    code, lines = await doctor(write_config(tmp_path, fake_telegram, fake_llm, database=broken))
+    assert code == 1
+    [failure] = red(lines)
+    assert failure.startswith("✗ session.database postgresql://bridge:***@127.0.0.1:")
+    assert "Doctor-pw-1234" not in "\n".join(lines)

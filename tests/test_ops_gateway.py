@@ -145,6 +145,7 @@ async def test_metrics_of_a_bridge_parse_with_their_names_and_labels(probe: Prob
         "persona_bridge_tokens": "counter",
         "persona_bridge_cost_usd": "counter",
         "persona_bridge_bots_polling": "gauge",
+        "persona_bridge_lease_takeovers": "counter",
         "persona_bridge_model_cooldown_seconds": "gauge",
         "persona_bridge_up": "gauge",
     }

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bot.config.loader import LoadedConfig, load_config
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StoreError
 from bot.onboarding.checks import Check, check_model, check_token, check_webhook
 from bot.providers.dispatcher import ProviderDispatcher
+from bot.sessions.select import database_url, describe, store_for
 
 _REFERENCE = re.compile(r"\$\{(?:cred:)?([A-Za-z_][A-Za-z0-9_]*)\}")
 _CREDENTIAL = re.compile(r"\$\{cred:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -49,7 +50,8 @@ async def run_doctor(path: Path) -> int:
     for check in await _online_checks(loaded):
         print(check)
         checks.append(check)
-    checks += _print_all([check_store(loaded), check_gateway(loaded), *check_webhook_port(loaded)])
+    store = await check_server_store(loaded) if database_url(loaded) else check_store(loaded)
+    checks += _print_all([store, check_gateway(loaded), *check_webhook_port(loaded)])
     failed = sum(not c.ok for c in checks)
     print(f"\n{failed} problem(s) found." if failed else "\nAll checks passed.")
     return 1 if failed else 0
@@ -137,6 +139,22 @@ def check_credentials(path: Path, environ: Mapping[str, str] = os.environ) -> li
         else:
             checks.append(Check(subject, True, f"present in {directory}"))
     return checks
+
+
+async def check_server_store(loaded: LoadedConfig) -> Check:
+    """A postgresql:// database: it connects and its schema is (brought) up to date."""
+    subject = f"session.database {describe(loaded)}"
+    try:
+        async with store_for(loaded) as store:
+            backlog = await store.inbox_backlog()
+    except StoreError as exc:
+        return Check(
+            subject,
+            False,
+            str(exc),
+            "check the URL, that the server runs, and the user's rights on the database",
+        )
+    return Check(subject, True, f"connects; schema up to date; {backlog} update(s) pending")
 
 
 def check_store(loaded: LoadedConfig) -> Check:
