@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Slow
+from bot.testing import BridgeProcess, Echo, FakeLLM, FakeTelegram, Hang, RecordedRequest, Slow
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
 
@@ -146,6 +146,47 @@ async def test_two_processes_share_500_messages_through_kill_9(
     tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM, pg_dsn: str
 ) -> None:
     await run_with_kills(tmp_path, fake_telegram, fake_llm, pg_dsn, rounds=5)
+
+
+async def test_a_turn_held_by_a_killed_process_is_taken_over_within_the_lease(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM, pg_dsn: str
+) -> None:
+    stuck: list[RecordedRequest] = []
+
+    def first_one_hangs(request: RecordedRequest) -> Hang | Echo:
+        if request.last_user_text == "stuck" and not stuck:
+            stuck.append(request)  # the process that claimed it is mid-turn now
+            return Hang()
+        return Echo()
+
+    fake_llm.set_default(None, first_one_hangs)
+    bridges = two_processes(tmp_path, config_for(fake_telegram, fake_llm, pg_dsn))
+    for bridge in bridges:
+        await bridge.start()
+    plan = BOTS[0]
+    await fake_telegram.wait_for_poll(plan.token, timeout=30)
+    fake_telegram.inject_message(plan.token, chat_id=500, text="stuck")
+    async with asyncio.timeout(30):
+        while not stuck:  # noqa: ASYNC110 - the fake LLM records; nothing to await on
+            await asyncio.sleep(0.02)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        owner = await conn.fetchval("SELECT claimed_by FROM inbox WHERE status = 'pending'")
+    finally:
+        await conn.close()
+    [holder] = [b for b in bridges if owner.startswith(f"{b.pid}-")]
+    [survivor] = [b for b in bridges if b is not holder]
+
+    await holder.kill()
+    killed_at = asyncio.get_running_loop().time()
+    [reply] = await fake_telegram.wait_for_sent(plan.token, 1, chat_id=500, timeout=30)
+    took = asyncio.get_running_loop().time() - killed_at
+    assert reply.text.endswith("stuck")
+    # The lease lapses at most LEASE_S after the last renewal; the survivor looks every
+    # third of it. A little slack for the turn itself on a busy machine.
+    assert took <= LEASE_S + LEASE_S / 3 + 2.5
+    await survivor.wait_for_log(r"took over 1 unfinished row\(s\) of process\(es\) " + owner)
+    assert await survivor.stop() == 0
 
 
 @pytest.mark.soak
