@@ -69,7 +69,12 @@ def first_answers(fake: FakeTelegram, chat: tuple[BotPlan, int]) -> list[str]:
 
 
 async def run_with_kills(
-    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM, dsn: str, rounds: int
+    tmp_path: Path,
+    fake_telegram: FakeTelegram,
+    fake_llm: FakeLLM,
+    dsn: str,
+    rounds: int,
+    messages: int = 500,
 ) -> None:
     rng = random.Random(20261130)
     fake_llm.set_default(None, lambda r: Slow(rng.uniform(0, 0.02)))
@@ -84,7 +89,7 @@ async def run_with_kills(
         await fake_telegram.wait_for_poll(plan.token, timeout=30)
     n = 0
     kills = 0
-    per_round = 500 // rounds + 1
+    per_round = messages // rounds + 1
     for round_no in range(rounds):
         for _ in range(per_round):
             plan, chat = chats[n % len(chats)]
@@ -113,7 +118,7 @@ async def run_with_kills(
     answered = Counter(
         m.text.rsplit("] ", 1)[-1] for plan in BOTS for m in fake_telegram.sent(plan.token)
     )
-    assert n >= 500
+    assert n >= messages
     assert [t for t in texts if answered[t] == 0] == []  # nothing lost
     # A chunk in flight at a kill may arrive twice; the bridge says so. Nothing else may.
     flagged = {
@@ -193,5 +198,9 @@ async def test_a_turn_held_by_a_killed_process_is_taken_over_within_the_lease(
 async def test_soak_two_processes_many_kills(
     tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM, pg_dsn: str
 ) -> None:
-    """Longer: PERSONA_BRIDGE_SOAK_ROUNDS kill rounds (CI runs a short form)."""
-    await run_with_kills(tmp_path, fake_telegram, fake_llm, pg_dsn, rounds=int(SOAK or 10))
+    """Longer: PERSONA_BRIDGE_SOAK_ROUNDS kill rounds of 100 messages each (CI runs this
+    short form: 8 rounds)."""
+    rounds = int(SOAK or 8)
+    await run_with_kills(
+        tmp_path, fake_telegram, fake_llm, pg_dsn, rounds=rounds, messages=100 * rounds
+    )
