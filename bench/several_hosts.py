@@ -126,9 +126,10 @@ async def one_setup(
         if lost or duplicated or out_of_order:
             raise BenchError(f"{label}: lost {lost}, duplicated {duplicated}, late {out_of_order}")
         n = args.messages
+        pg_ms = f"{pg_cpu / n * 1000:.2f}" if pg else "-"
         return (
             f"{label:<22} {processes:>5} {n / seconds:>9.0f} {cpu / n * 1000:>12.2f}"
-            f" {pg_cpu / n * 1000:>12.2f} {seconds:>8.1f}"
+            f" {pg_ms:>12} {seconds:>8.1f}"
         )
 
 

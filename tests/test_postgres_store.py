@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from bot.errors import StoreError
+from bot.sessions import postgres_claims
 from bot.sessions.postgres import PostgresSessionStore
 from bot.sessions.postgres_schema import PG_LATEST_VERSION
 from bot.testing.postgres import drop_database, fresh_database
@@ -145,3 +146,34 @@ async def test_one_poller_per_bot_and_a_standby_takes_over(pg_dsn: str) -> None:
         stopping.set()
         async with one.poll_turn("tg:c", stopping) as elected:
             assert elected is False  # a stopping channel is not elected
+
+
+async def test_a_poller_whose_lock_session_dies_stops_polling(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server dropped the session holding the lock (restart, network): another process
+    may be elected already, so this one must stop rather than poll alongside it."""
+    monkeypatch.setattr(postgres_claims, "POLL_CHECK_S", 0.1)
+    async with PostgresSessionStore(pg_dsn) as store:
+        elected = asyncio.Event()
+
+        async def poller() -> None:
+            async with store.poll_turn("tg:a", asyncio.Event()) as turn:
+                assert turn
+                elected.set()
+                await asyncio.Event().wait()  # polls for ever, unless its turn is lost
+
+        task = asyncio.create_task(poller())
+        async with asyncio.timeout(10):
+            await elected.wait()
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await task

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -117,6 +117,9 @@ class PostgresSessionStore(PgInbox, PgClaims, SessionStore):
         if pool is not None:
             with _pg_translated("closing", self.dsn):
                 await pool.close()
+
+    def _translated(self, what: str) -> AbstractContextManager[None]:
+        return _pg_translated(what, self.dsn)
 
     @asynccontextmanager
     async def _conn(self, what: str, *, transaction: bool = False) -> AsyncIterator[Any]:

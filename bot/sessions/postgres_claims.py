@@ -19,12 +19,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
+from bot.sessions.dsn import redact_text
 from bot.sessions.inbox import InboxRow
 from bot.sessions.postgres_inbox import ROW_COLUMNS, inbox_rows
 from bot.sessions.postgres_schema import INBOX_CHANNEL
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_LOCK = 0x5042_434C_4149  # "PBCLAI": one claim transaction at a time
 POLL_RETRY_S = 1.0  # how often a standby tries to become a bot's poller
+POLL_CHECK_S = 5.0  # how often the poller checks that it still holds its turn
 
 _COLUMNS = ROW_COLUMNS.split(",")
 _LIVE = "SELECT owner FROM bridge_processes WHERE lease_until > now()"
@@ -59,6 +61,9 @@ class PgClaims:
     _listener: Any = None
 
     def _conn(self, what: str, *, transaction: bool = False) -> AbstractAsyncContextManager[Any]:
+        raise NotImplementedError
+
+    def _translated(self, what: str) -> AbstractContextManager[None]:
         raise NotImplementedError
 
     async def lease_renew(self, owner: str, lease_s: float) -> None:
@@ -106,7 +111,7 @@ class PgClaims:
         """Call ``wake`` whenever work arrives or is handed back (on a connection of its own)."""
         if self._listener is not None:
             return
-        async with self._conn("listen"):  # errors translated the same way
+        with self._translated("listen"):
             conn = await asyncpg.connect(self.dsn)
             await conn.add_listener(INBOX_CHANNEL, lambda *_: wake())
         self._listener = conn
@@ -126,15 +131,37 @@ class PgClaims:
                     if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
                         break
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                    log.warning("bot %s: poll election failed (%s); retrying", channel, exc)
+                    why = redact_text(str(exc), self.dsn)
+                    log.warning("bot %s: poll election failed (%s); retrying", channel, why)
                     conn = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), POLL_RETRY_S)
-            yield not stopping.is_set()
+            if stopping.is_set() or conn is None:
+                yield False
+                return
+            poller = asyncio.current_task()
+            assert poller is not None
+            watchdog = asyncio.create_task(self._keep_poll_lock(conn, channel, poller))
+            try:
+                yield True
+            finally:
+                watchdog.cancel()
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()  # closing the session releases the lock
+
+    async def _keep_poll_lock(self, conn: Any, channel: str, poller: asyncio.Task[Any]) -> None:
+        """The lock lives as long as its connection: once that is gone, another process
+        may be polling already, so this one stops (its supervisor starts a new election)."""
+        while True:
+            await asyncio.sleep(POLL_CHECK_S)
+            try:
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), POLL_CHECK_S)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                log.error("bot %s: lost the database session holding its poll turn", channel)
+                poller.cancel()
+                return
 
     async def _close_claims(self) -> None:
         listener, self._listener = self._listener, None
