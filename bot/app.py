@@ -577,7 +577,7 @@ class App:
             bots=bots,
             models=cooling_models(self.cooldowns),
             inbox_backlog=await self.store.inbox_backlog() if started else 0,
-            store={**self.upkeep.status(), **self.work.status()},
+            store={**self.upkeep.status(), **(await self.work.status() if started else {})},
         )
 
     def status_line(self) -> str:

@@ -66,7 +66,8 @@ class WorkSource(ABC):
         """After the lanes: hand back what this process still holds."""
         return None  # nothing to do for one process
 
-    def status(self) -> dict[str, object]:
+    async def status(self) -> dict[str, object]:
+        """For /readyz: how this process shares the work (nothing to say when alone)."""
         return {}
 
     # The inbox as channels see it ---------------------------------------------------

@@ -23,6 +23,8 @@ from bot.work import Resume, Submit, WorkSource
 
 log = logging.getLogger(__name__)
 
+CLAIM_BATCH_S = 0.01
+
 
 class SharedWork(WorkSource):
     def __init__(
@@ -88,10 +90,11 @@ class SharedWork(WorkSource):
         except StoreError as exc:
             log.warning("could not hand back unfinished rows (%s); its lease lapses instead", exc)
 
-    def status(self) -> dict[str, object]:
+    async def status(self) -> dict[str, object]:
         return {
             "owner": self.owner,
             "polls": sorted(self.polling_for),
+            "claims_held": await self._pg.claims_held(self.owner),
             "lease_takeovers": self.takeovers,
         }
 
@@ -113,6 +116,9 @@ class SharedWork(WorkSource):
             with contextlib.suppress(TimeoutError):
                 # Woken by NOTIFY; the timeout only notices leases that lapsed.
                 await asyncio.wait_for(self._wake.wait(), timeout=self.lease_s / 3)
+            # Under load, updates arrive faster than claims return: one claim a little
+            # later takes a batch of them, instead of one claim (and scan) per update.
+            await asyncio.sleep(CLAIM_BATCH_S)
 
     async def _claim_once(self) -> None:
         rows = await self._pg.claim_work(self.owner, list(self._channels))

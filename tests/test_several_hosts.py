@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from bot.testing import BridgeProcess, Echo, FakeLLM, FakeTelegram, Hang, RecordedRequest, Slow
@@ -191,6 +192,17 @@ async def test_a_turn_held_by_a_killed_process_is_taken_over_within_the_lease(
     # third of it. A little slack for the turn itself on a busy machine.
     assert took <= LEASE_S + LEASE_S / 3 + 2.5
     await survivor.wait_for_log(r"took over 1 unfinished row\(s\) of process\(es\) " + owner)
+    # /readyz of the survivor: it polls every bot now, and says what it took over.
+    port = (await survivor.wait_for_log(r"gateway listening on http://127\.0\.0\.1:(\d+)"))[1]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        async with asyncio.timeout(15):
+            while len((state := (await http.get("/readyz")).json())["store"]["polls"]) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)  # the standby wins each bot's election within ~1 s
+        metrics = (await http.get("/metrics")).text
+    assert state["ready"] is True
+    assert state["store"]["lease_takeovers"] == 1
+    assert state["store"]["claims_held"] == 0
+    assert "persona_bridge_lease_takeovers_total 1.0" in metrics
     assert await survivor.stop() == 0
 
 
