@@ -105,7 +105,9 @@ async def run_with_kills(
             await wait_for_every_answer(fake_telegram, texts, within_s=60)
             assert fake_telegram.poll_conflicts == {}
             continue
-        await asyncio.sleep(rng.uniform(0.05, 0.5))  # the chaos itself, not synchronisation
+        # The chaos itself, not synchronisation: sometimes before the last victim's lease
+        # lapsed (its rows still held), sometimes after (taken over, or mid-takeover).
+        await asyncio.sleep(rng.uniform(0.05, 1.5 * LEASE_S))
         victim = bridges[rng.randrange(2)]
         await victim.kill()
         kills += 1
