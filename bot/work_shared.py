@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 from bot.channels.base import Channel, InboundMessage
 from bot.errors import StoreError
+from bot.lifecycle import Ticket
 from bot.sessions.inbox import InboxRow
 from bot.sessions.postgres import PostgresSessionStore
 from bot.work import Resume, Submit, WorkSource
@@ -64,6 +65,9 @@ class SharedWork(WorkSource):
         self._wake.set()
 
     def arrived(self, message: InboundMessage) -> None:
+        if message.inbox_id is None:  # not durable (the terminal chat): nothing to claim
+            self._submit(Ticket.of(message))
+            return
         self._wake.set()  # the NOTIFY comes too; this saves its round trip
 
     @contextlib.asynccontextmanager

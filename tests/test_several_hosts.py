@@ -5,15 +5,18 @@ one poller per bot, and kill -9 of either process survived within the lease."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import pexpect
 import pytest
 
 from bot.testing import BridgeProcess, Echo, FakeLLM, FakeTelegram, Hang, RecordedRequest, Slow
@@ -218,3 +221,33 @@ async def test_soak_two_processes_many_kills(
     await run_with_kills(
         tmp_path, fake_telegram, fake_llm, pg_dsn, rounds=rounds, messages=100 * rounds
     )
+
+
+async def test_the_terminal_chat_works_on_a_postgresql_store(
+    tmp_path: Path, fake_llm: FakeLLM, pg_dsn: str
+) -> None:
+    """Its messages are not durable updates: they go straight to a lane, not to a claim."""
+    config = make_config(
+        telegram_base="http://127.0.0.1:9", llm_base=fake_llm.openai_base, bots=BOTS[:1]
+    )
+    config["session"] = {"database": pg_dsn}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    child = pexpect.spawn(
+        sys.executable, ["-m", "bot", "chat", "alice", "--config", str(path)], timeout=30
+    )
+    try:
+        await child.expect("you> ", async_=True)
+        child.sendline("Hello over PostgreSQL")
+        await child.expect(r"Alice> .*Hello over PostgreSQL", async_=True)
+        child.sendline("/quit")
+        await child.expect(pexpect.EOF, async_=True)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        keys = await conn.fetch("SELECT channel, chat_id, agent_id FROM sessions")
+    finally:
+        await conn.close()
+    assert [tuple(k) for k in keys] == [("console", "local", "alice")]
