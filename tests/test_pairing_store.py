@@ -1,4 +1,5 @@
-"""The pairing tables of the SQLite store: codes, approvals, revocations, migration 6."""
+"""The pairing tables of the store, on SQLite and PostgreSQL (``make_store``): codes,
+approvals, revocations; SQLite's migration 6."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from bot.errors import StoreError
 from bot.sessions.pairing_store import CODE_ALPHABET, new_code, normalise_code
 from bot.sessions.schema import LATEST_VERSION, MIGRATIONS
-from bot.sessions.store import SqliteSessionStore
+from bot.sessions.store import SessionStore, SqliteSessionStore
+from bot.testing.pytest_plugin import StoreFactory
 
 ALICE = "telegram-alice"
 BOB = "telegram-bob"
@@ -33,12 +35,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[SqliteSessionStore]:
-    async with SqliteSessionStore(tmp_path / "sessions.db", clock=clock) as opened:
+async def store(make_store: StoreFactory, clock: Clock) -> AsyncIterator[SessionStore]:
+    async with make_store(clock=clock) as opened:
         yield opened
 
 
-async def issue(store: SqliteSessionStore, user: str, code: str, channel: str = ALICE) -> str:
+async def issue(store: SessionStore, user: str, code: str, channel: str = ALICE) -> str:
     issued = await store.pairing_issue(
         channel, user, f"user{user}", user, code, ttl_s=3600, max_open=3
     )
@@ -47,7 +49,7 @@ async def issue(store: SqliteSessionStore, user: str, code: str, channel: str = 
 
 
 async def test_one_open_code_per_user_and_bot_until_it_expires(
-    store: SqliteSessionStore, clock: Clock
+    store: SessionStore, clock: Clock
 ) -> None:
     assert await issue(store, "7", "AAAAAA") == "AAAAAA"
     clock.now += 3599
@@ -58,7 +60,7 @@ async def test_one_open_code_per_user_and_bot_until_it_expires(
     assert [c.code for c in await store.pairing_codes()] == ["CCCCCC", "DDDDDD"]
 
 
-async def test_open_codes_per_bot_are_capped(store: SqliteSessionStore, clock: Clock) -> None:
+async def test_open_codes_per_bot_are_capped(store: SessionStore, clock: Clock) -> None:
     for user, code in (("1", "AAAAAA"), ("2", "BBBBBB"), ("3", "CCCCCC")):
         await issue(store, user, code)
     full = await store.pairing_issue(ALICE, "4", None, "4", "DDDDDD", ttl_s=3600, max_open=3)
@@ -68,14 +70,14 @@ async def test_open_codes_per_bot_are_capped(store: SqliteSessionStore, clock: C
     assert await issue(store, "4", "FFFFFF") == "FFFFFF"
 
 
-async def test_a_code_taken_by_another_user_is_a_store_error(store: SqliteSessionStore) -> None:
+async def test_a_code_taken_by_another_user_is_a_store_error(store: SessionStore) -> None:
     await issue(store, "1", "AAAAAA")
     with pytest.raises(StoreError):
         await issue(store, "2", "AAAAAA", channel=BOB)
 
 
 async def test_approve_admits_the_user_on_the_issuing_bot_only(
-    store: SqliteSessionStore, clock: Clock
+    store: SessionStore, clock: Clock
 ) -> None:
     await issue(store, "7", "AAAAAA")
     assert not await store.pairing_is_approved(ALICE, "7")
@@ -91,9 +93,7 @@ async def test_approve_admits_the_user_on_the_issuing_bot_only(
     assert await store.pairing_approvals() == [approval]
 
 
-async def test_an_expired_or_unknown_code_is_refused(
-    store: SqliteSessionStore, clock: Clock
-) -> None:
+async def test_an_expired_or_unknown_code_is_refused(store: SessionStore, clock: Clock) -> None:
     await issue(store, "7", "AAAAAA")
     clock.now += 3600
     assert await store.pairing_approve("AAAAAA", "cli") is None
@@ -102,7 +102,7 @@ async def test_an_expired_or_unknown_code_is_refused(
     assert await store.pairing_codes() == []
 
 
-async def test_revoke_on_one_bot_or_all(store: SqliteSessionStore) -> None:
+async def test_revoke_on_one_bot_or_all(store: SessionStore) -> None:
     for channel, code in ((ALICE, "AAAAAA"), (BOB, "BBBBBB")):
         await issue(store, "7", code, channel=channel)
         assert await store.pairing_approve(code, "cli") is not None
@@ -114,13 +114,12 @@ async def test_revoke_on_one_bot_or_all(store: SqliteSessionStore) -> None:
     assert await store.pairing_approvals() == []
 
 
-async def test_approvals_survive_reopening(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "sessions.db"
-    async with SqliteSessionStore(path, clock=clock) as first:
+async def test_approvals_survive_reopening(make_store: StoreFactory, clock: Clock) -> None:
+    async with make_store(clock=clock) as first:
         await issue(first, "7", "AAAAAA")
         await first.pairing_approve("AAAAAA", "cli")
         await issue(first, "8", "BBBBBB")
-    async with SqliteSessionStore(path, clock=clock) as second:
+    async with make_store(clock=clock) as second:
         assert await second.pairing_is_approved(ALICE, "7")
         assert [c.code for c in await second.pairing_codes()] == ["BBBBBB"]
 

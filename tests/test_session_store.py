@@ -18,6 +18,7 @@ from bot.sessions import export
 from bot.sessions.export import export_jsonl
 from bot.sessions.schema import LATEST_VERSION, MIGRATIONS
 from bot.sessions.store import SessionKey, SessionStore, SqliteSessionStore
+from bot.sessions.usage import UsageRow, UsageTotal
 from bot.testing.pytest_plugin import StoreFactory
 from bot.types import ChatMessage, ToolCall, Usage
 
@@ -489,3 +490,24 @@ async def test_answered_rows_are_pruned_after_the_retention(make_store: StoreFac
         assert await store.inbox_row("tg:a", 1) is None
         assert await store.inbox_row("tg:a", 2) is not None
         assert [r.update_id for r in await store.inbox_pending()] == [3]
+
+
+async def test_usage_ledger_sums_by_range_and_group_and_warns_once(store: SessionStore) -> None:
+    rows = [
+        UsageRow(100.0, "alice", "7", "tg:a", "7", "m-a", "turn", 10, 5, 0.25),
+        UsageRow(150.0, "alice", "8", "tg:a", "8", "m-a", "turn", 20, 5, None, estimated=True),
+        UsageRow(200.0, "bob", "7", "tg:b", "7", "m-b", "compaction", 100, 1, 0.5),
+    ]
+    for row in rows:
+        await store.usage_add(row)
+    [((), everything)] = await store.usage_summary(0)
+    assert everything == UsageTotal(3, 130, 11, 0.75, 2, 1)
+    [((), early)] = await store.usage_summary(100.0, 200.0, agent_id="alice")
+    assert (early.calls, early.tokens) == (2, 40)
+    [((), of_seven)] = await store.usage_summary(0, user_id="7")
+    assert of_seven.calls == 2
+    grouped = await store.usage_summary(0, by=("agent", "model"))
+    assert [key for key, _ in grouped] == [("bob", "m-b"), ("alice", "m-a")]  # largest first
+    assert await store.usage_summary(500.0) == [((), UsageTotal())]
+    assert await store.usage_note_warning("alice:day:80", 1.0) is True
+    assert await store.usage_note_warning("alice:day:80", 2.0) is False

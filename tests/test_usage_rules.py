@@ -13,10 +13,10 @@ import pytest
 from bot.config.loader import load_config
 from bot.config.schema import BridgeConfig
 from bot.errors import BudgetExhausted, ConfigError
-from bot.sessions.store import SqliteSessionStore
 from bot.sessions.usage import UsageRow
 from bot.testing import bridge_config
 from bot.testing.bridge import BotPlan
+from bot.testing.pytest_plugin import StoreFactory
 from bot.types import ChatMessage, ChatRequest, ChatResponse, Usage
 from bot.usage.cause import CallCause, charged_to
 from bot.usage.meter import UsageMeter, request_tokens
@@ -81,14 +81,16 @@ def test_bad_budget_settings_are_named(
     assert words in text
 
 
-async def test_cost_rules_clamp_output_by_price_and_refuse_when_spent(tmp_path: Path) -> None:
+async def test_cost_rules_clamp_output_by_price_and_refuse_when_spent(
+    tmp_path: Path, make_store: StoreFactory
+) -> None:
     rule = {"user": "7", "period": "month", "max_cost_usd": 1.0}
     config = _config(tmp_path, budgets=[rule])
     config["model_list"][0]["price"] = {"input_per_mtok": 10.0, "output_per_mtok": 100.0}
     loaded = BridgeConfig.model_validate(config)
     now = _at(ZoneInfo("UTC"), 2026, 5, 20)
     request = ChatRequest(system="s", messages=(ChatMessage("user", "hello"),), max_tokens=50_000)
-    async with SqliteSessionStore(":memory:") as store:
+    async with make_store() as store:
         meter = UsageMeter(store, loaded, clock=lambda: now)
         await store.usage_add(UsageRow(now, "alice", "7", "c", "7", "m-alice", "turn", 0, 0, 0.5))
         with charged_to(CallCause("alice", "7", "c", "7")):
@@ -108,11 +110,13 @@ async def test_cost_rules_clamp_output_by_price_and_refuse_when_spent(tmp_path: 
     )
 
 
-async def test_a_call_without_reported_usage_is_estimated_and_marked(tmp_path: Path) -> None:
+async def test_a_call_without_reported_usage_is_estimated_and_marked(
+    tmp_path: Path, make_store: StoreFactory
+) -> None:
     loaded = BridgeConfig.model_validate(_config(tmp_path))
     request = ChatRequest(system="s" * 40, messages=(ChatMessage("user", "u" * 400),))
     answer = ChatResponse(text="a" * 200, usage=Usage(), model_name="m-alice")
-    async with SqliteSessionStore(":memory:") as store:
+    async with make_store() as store:
         meter = UsageMeter(store, loaded, clock=lambda: 1000.0)
         with charged_to(CallCause("alice", "7", "c", "7", purpose="vision")):
             await meter.record("m-alice", request, answer)
@@ -126,12 +130,14 @@ async def test_a_call_without_reported_usage_is_estimated_and_marked(tmp_path: P
     assert key == ("vision",)
 
 
-async def test_a_summary_is_postponed_rather_than_clamped_short(tmp_path: Path) -> None:
+async def test_a_summary_is_postponed_rather_than_clamped_short(
+    tmp_path: Path, make_store: StoreFactory
+) -> None:
     rule = {"user": "7", "period": "day", "max_tokens": 3000}
     loaded = BridgeConfig.model_validate(_config(tmp_path, budgets=[rule]))
     now = _at(ZoneInfo("UTC"), 2026, 5, 20, 18)
     request = ChatRequest(system="s", messages=(ChatMessage("user", "x" * 400),), max_tokens=1024)
-    async with SqliteSessionStore(":memory:") as store:
+    async with make_store() as store:
         meter = UsageMeter(store, loaded, clock=lambda: now)
         await store.usage_add(UsageRow(now, "alice", "7", "c", "7", "m-alice", "turn", 2000, 0))
         with charged_to(CallCause("alice", "7", "c", "7", purpose="turn")):

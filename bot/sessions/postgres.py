@@ -20,6 +20,7 @@ import asyncpg
 from bot.errors import StoreError
 from bot.sessions.dsn import redact_dsn, redact_text
 from bot.sessions.postgres_claims import PgClaims
+from bot.sessions.postgres_extras import PgExtras
 from bot.sessions.postgres_inbox import PgInbox, pg_text
 from bot.sessions.postgres_schema import pg_migrate
 from bot.sessions.schema import encode_tool_calls, to_json
@@ -80,7 +81,7 @@ def _opt(value: str | None) -> str | None:
     return None if value is None else pg_text(value)
 
 
-class PostgresSessionStore(PgInbox, PgClaims, SessionStore):
+class PostgresSessionStore(PgInbox, PgExtras, PgClaims, SessionStore):
     """Sessions, history, summaries and the durable inbox in one PostgreSQL database."""
 
     shared = True

@@ -117,6 +117,57 @@ PG_MIGRATIONS: tuple[PgMigration, ...] = (
                 FOR EACH STATEMENT EXECUTE FUNCTION persona_bridge_inbox_notify()""",
         ),
     ),
+    PgMigration(
+        2,
+        "pairing: codes given to strangers, users approved by an admin",
+        (
+            """CREATE TABLE pairing_codes (
+                code TEXT PRIMARY KEY,
+                channel TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                username TEXT,
+                chat_id TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE UNIQUE INDEX pairing_codes_user ON pairing_codes (channel, user_id)",
+            """CREATE TABLE pairing_approvals (
+                channel TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                username TEXT,
+                approved_by TEXT NOT NULL,
+                approved_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (channel, user_id)
+            )""",
+        ),
+    ),
+    PgMigration(
+        3,
+        "usage ledger: one row per model call, and the budget warnings already sent",
+        (
+            """CREATE TABLE usage (
+                id BIGSERIAL PRIMARY KEY,
+                at DOUBLE PRECISION NOT NULL,
+                agent_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                chat_id TEXT NOT NULL,
+                model_name TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                prompt_tokens BIGINT NOT NULL,
+                completion_tokens BIGINT NOT NULL,
+                cost_usd DOUBLE PRECISION,
+                estimated INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX usage_agent_at ON usage (agent_id, at)",
+            "CREATE INDEX usage_user_at ON usage (user_id, at)",
+            "CREATE INDEX usage_at ON usage (at)",
+            """CREATE TABLE usage_warnings (
+                key TEXT PRIMARY KEY,
+                at DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
 )
 
 PG_LATEST_VERSION = PG_MIGRATIONS[-1].version

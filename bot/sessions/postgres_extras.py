@@ -1,0 +1,188 @@
+"""Pairing and the usage ledger on PostgreSQL: the same contract as ``SqlitePairing`` and
+``SqliteUsage`` (bot.sessions.pairing_store, bot.sessions.usage), with PostgreSQL's
+placeholders, and a per-bot advisory lock so that processes issuing codes at once agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from bot.sessions.pairing_store import PairingApproval, PairingCode, PairingStore
+from bot.sessions.postgres_inbox import pg_text
+from bot.sessions.usage import GROUPS, UsageRow, UsageStore, UsageTotal
+
+_CODE_COLUMNS = "code, channel, user_id, username, chat_id, created_at, expires_at"
+_APPROVAL_COLUMNS = "channel, user_id, username, approved_by, approved_at"
+_TOTALS = """count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
+    coalesce(sum(cost_usd), 0), count(cost_usd), coalesce(sum(estimated), 0)"""
+
+
+class PgExtras(UsageStore, PairingStore):
+    """Provided by ``PostgresSessionStore``: the connection door and the clock."""
+
+    _clock: Callable[[], float]
+
+    def _conn(self, what: str, *, transaction: bool = False) -> AbstractAsyncContextManager[Any]:
+        raise NotImplementedError
+
+    async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
+        raise NotImplementedError
+
+    async def _status(self, what: str, sql: str, *params: Any) -> int:
+        raise NotImplementedError
+
+    # --- pairing ----------------------------------------------------------------------
+
+    async def pairing_issue(
+        self,
+        channel: str,
+        user_id: str,
+        username: str | None,
+        chat_id: str,
+        code: str,
+        *,
+        ttl_s: float,
+        max_open: int,
+    ) -> PairingCode | None:
+        now = self._clock()
+        async with self._conn("pairing_issue", transaction=True) as conn:
+            # Two processes answering two strangers at once must count the same codes.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('pairing:' || $1))", channel)
+            await conn.execute("DELETE FROM pairing_codes WHERE expires_at <= $1", now)
+            mine = await conn.fetchrow(
+                f"SELECT {_CODE_COLUMNS} FROM pairing_codes WHERE channel = $1 AND user_id = $2",
+                channel,
+                user_id,
+            )
+            if mine is not None:
+                return PairingCode(*mine)
+            count = "SELECT COUNT(*) FROM pairing_codes WHERE channel = $1"
+            if int(await conn.fetchval(count, channel)) >= max_open:
+                return None
+            issued = PairingCode(
+                code,
+                channel,
+                user_id,
+                None if username is None else pg_text(username),
+                chat_id,
+                now,
+                now + ttl_s,
+            )
+            await conn.execute(
+                f"INSERT INTO pairing_codes ({_CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                issued.code,
+                issued.channel,
+                issued.user_id,
+                issued.username,
+                issued.chat_id,
+                issued.created_at,
+                issued.expires_at,
+            )
+            return issued
+
+    async def pairing_approve(self, code: str, approved_by: str) -> PairingApproval | None:
+        now = self._clock()
+        async with self._conn("pairing_approve", transaction=True) as conn:
+            # Used up in the same statement that reads it: two admins, one approval.
+            row = await conn.fetchrow(
+                "DELETE FROM pairing_codes WHERE code = $1 AND expires_at > $2"
+                " RETURNING channel, user_id, username",
+                code,
+                now,
+            )
+            if row is None:
+                return None
+            channel, user_id, username = row
+            approval = PairingApproval(channel, user_id, username, pg_text(approved_by), now)
+            await conn.execute(
+                f"INSERT INTO pairing_approvals ({_APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (channel, user_id) DO UPDATE SET username = excluded.username,"
+                " approved_by = excluded.approved_by, approved_at = excluded.approved_at",
+                channel,
+                user_id,
+                username,
+                approval.approved_by,
+                now,
+            )
+            return approval
+
+    async def pairing_is_approved(self, channel: str, user_id: str) -> bool:
+        sql = "SELECT 1 FROM pairing_approvals WHERE channel = $1 AND user_id = $2"
+        return bool(await self._fetch("pairing_is_approved", sql, channel, user_id))
+
+    async def pairing_revoke(self, user_id: str, channel: str | None = None) -> int:
+        sql = "DELETE FROM pairing_approvals WHERE user_id = $1"
+        if channel is None:
+            return await self._status("pairing_revoke", sql, user_id)
+        return await self._status("pairing_revoke", sql + " AND channel = $2", user_id, channel)
+
+    async def pairing_codes(self) -> list[PairingCode]:
+        sql = (
+            f"SELECT {_CODE_COLUMNS} FROM pairing_codes WHERE expires_at > $1"
+            " ORDER BY created_at, code"
+        )
+        return [PairingCode(*r) for r in await self._fetch("pairing_codes", sql, self._clock())]
+
+    async def pairing_approvals(self) -> list[PairingApproval]:
+        sql = f"SELECT {_APPROVAL_COLUMNS} FROM pairing_approvals ORDER BY approved_at, channel"
+        return [PairingApproval(*r) for r in await self._fetch("pairing_approvals", sql)]
+
+    # --- usage ------------------------------------------------------------------------
+
+    async def usage_add(self, row: UsageRow) -> None:
+        await self._status(
+            "usage_add",
+            "INSERT INTO usage (at, agent_id, user_id, channel, chat_id, model_name, purpose,"
+            " prompt_tokens, completion_tokens, cost_usd, estimated)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            row.at,
+            pg_text(row.agent_id),
+            pg_text(row.user_id),
+            pg_text(row.channel),
+            pg_text(row.chat_id),
+            pg_text(row.model_name),
+            pg_text(row.purpose),
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.cost_usd,
+            int(row.estimated),
+        )
+
+    async def usage_summary(
+        self,
+        since: float,
+        until: float | None = None,
+        *,
+        by: Sequence[str] = (),
+        agent_id: str | None = None,
+        user_id: str | None = None,
+    ) -> list[tuple[tuple[str, ...], UsageTotal]]:
+        unknown = [name for name in by if name not in GROUPS]
+        if unknown:
+            raise ValueError(f"cannot group usage by {', '.join(unknown)}")
+        columns = [GROUPS[name] for name in by]
+        params: list[Any] = [since]
+        where = ["at >= $1"]
+        for column, value in (("at <", until), ("agent_id =", agent_id), ("user_id =", user_id)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{column} ${len(params)}")
+        sql = f"SELECT {', '.join([*columns, _TOTALS])} FROM usage WHERE {' AND '.join(where)}"
+        if columns:
+            grouped = ", ".join(columns)
+            sql += f" GROUP BY {grouped} ORDER BY sum(prompt_tokens + completion_tokens) DESC"
+        result = []
+        for row in await self._fetch("usage_summary", sql, *params):
+            key = tuple(str(v) for v in row[: len(columns)])
+            calls, prompt, completion, cost, priced, estimated = row[len(columns) :]
+            total = UsageTotal(
+                int(calls), int(prompt), int(completion), float(cost), int(priced), int(estimated)
+            )
+            result.append((key, total))
+        return result
+
+    async def usage_note_warning(self, key: str, at: float) -> bool:
+        sql = "INSERT INTO usage_warnings (key, at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
+        return await self._status("usage_note_warning", sql, pg_text(key), at) == 1
