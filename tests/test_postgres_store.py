@@ -97,14 +97,22 @@ async def test_claims_hold_a_chat_for_one_live_process_until_its_lease_lapses(
     assert await store.claims_held("A") == 3
 
     await store.lease_renew("A", -1)  # A stopped renewing: its lease has lapsed
+    await store.lease_renew("C", 30)
     taken = await store.claim_work("B", ["tg:a"])
     assert [(r.update_id, r.claimed_by) for r in taken] == [(1, "A"), (3, "A"), (4, "A")]
     assert await store.claims_held("B") == 5  # 1, 3, 4 taken over; 5 and 6 its own
 
+    # A group's messages share one lane whichever of our bots got them (bot.groups).
+    await store.inbox_put("tg:a", 20, "{}", chat_id="-100")
+    assert [r.update_id for r in await store.claim_work("C", ["tg:a", "tg:b"])] == [20]
+    await store.inbox_put("tg:b", 21, "{}", chat_id="-100")
+    assert await store.claim_work("B", ["tg:a", "tg:b"]) == []
+    assert [r.update_id for r in await store.claim_work("C", ["tg:a", "tg:b"])] == [21]
+    await store.release_claims("C")
+
     await store.release_claims("B")  # a clean stop hands everything back at once
     assert await store.claims_held("B") == 0
-    await store.lease_renew("C", 30)
-    assert [r.update_id for r in await store.claim_work("C", ["tg:a"])] == [1, 3, 4, 5]
+    assert [r.update_id for r in await store.claim_work("C", ["tg:a"])] == [1, 3, 4, 5, 20]
 
 
 async def test_new_work_notifies_listening_processes(store: PostgresSessionStore) -> None:

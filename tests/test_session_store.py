@@ -16,6 +16,7 @@ import pytest
 from bot.errors import StoreError
 from bot.sessions import export
 from bot.sessions.export import export_jsonl
+from bot.sessions.group_turns import GroupTurn
 from bot.sessions.schema import LATEST_VERSION, MIGRATIONS
 from bot.sessions.store import SessionKey, SessionStore, SqliteSessionStore
 from bot.sessions.usage import UsageRow, UsageTotal
@@ -511,3 +512,26 @@ async def test_usage_ledger_sums_by_range_and_group_and_warns_once(store: Sessio
     assert await store.usage_summary(500.0) == [((), UsageTotal())]
     assert await store.usage_note_warning("alice:day:80", 1.0) is True
     assert await store.usage_note_warning("alice:day:80", 2.0) is False
+
+
+async def test_group_turns_are_decided_once_and_answered_per_bot(
+    make_store: StoreFactory,
+) -> None:
+    clock = Clock()
+    async with make_store(clock=clock) as store:
+        first = await store.group_decide("-100", None, "m1", ["tg:a", "tg:b"])
+        assert first == GroupTurn(("tg:a", "tg:b"))
+        # Another bot's copy (or another process) decided differently: the first stands.
+        assert await store.group_decide("-100", None, "m1", ["tg:b"]) == first
+        assert await store.group_turn("-100", "7", "m1") is None  # a topic is its own key
+        await store.group_answered("-100", None, "m1", "tg:b")
+        await store.group_answered("-100", None, "m1", "tg:b")
+        await store.group_answered("-100", None, "unknown", "tg:a")  # nothing to mark
+        turn = await store.group_turn("-100", None, "m1")
+        assert turn == GroupTurn(("tg:a", "tg:b"), frozenset({"tg:b"}))
+        await store.active_session(SessionKey("tg:a", "-100", None, "alice"))
+        await store.active_session(SessionKey("tg:b", "-100", "7", "bob"))
+        assert await store.group_members("-100") == {"tg:a", "tg:b"}
+        clock.now += 100.0
+        await store.inbox_prune(50.0)  # old decisions go with old inbox rows
+        assert await store.group_turn("-100", None, "m1") is None

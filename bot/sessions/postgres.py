@@ -272,6 +272,8 @@ class PostgresSessionStore(PgInbox, PgExtras, PgClaims, SessionStore):
             " AND coalesce(done_at, received_at) < $1 LIMIT 500)"
         )
         cutoff = self._clock() - done_for_s
+        # Group decisions matter only while a copy of their message may still come.
+        await self._status("group_prune", "DELETE FROM group_turns WHERE decided_at < $1", cutoff)
         total = 0
         while True:
             deleted = await self._status("inbox_prune", sql, cutoff)

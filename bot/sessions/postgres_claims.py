@@ -38,7 +38,11 @@ POLL_CHECK_S = 5.0  # how often the poller checks that it still holds its turn
 
 _COLUMNS = ROW_COLUMNS.split(",")
 _LIVE = "SELECT owner FROM bridge_processes WHERE lease_until > now()"
-_CHAT = "channel, coalesce(chat_id, ''), coalesce(topic_id, '')"
+# The lane a row runs in (``Ticket.key``): a group's rows share one lane across our bots.
+_CHAT = (
+    "CASE WHEN chat_id LIKE '-%' THEN 'group' ELSE channel END,"
+    " coalesce(chat_id, ''), coalesce(topic_id, '')"
+)
 _CLAIM = f"""
     WITH held AS (
         SELECT DISTINCT {_CHAT} FROM inbox

@@ -1,14 +1,17 @@
-"""Pairing and the usage ledger on PostgreSQL: the same contract as ``SqlitePairing`` and
-``SqliteUsage`` (bot.sessions.pairing_store, bot.sessions.usage), with PostgreSQL's
-placeholders, and a per-bot advisory lock so that processes issuing codes at once agree.
+"""Pairing, the usage ledger and group turns on PostgreSQL: the same contract as
+``SqlitePairing``, ``SqliteUsage`` and ``SqliteGroupTurns``, with PostgreSQL's placeholders,
+and locks where several processes may write at once (codes issued, a message's answerers
+recorded).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from bot.sessions.group_turns import GroupTurn, GroupTurnStore
 from bot.sessions.pairing_store import PairingApproval, PairingCode, PairingStore
 from bot.sessions.postgres_inbox import pg_text
 from bot.sessions.usage import GROUPS, UsageRow, UsageStore, UsageTotal
@@ -19,7 +22,7 @@ _TOTALS = """count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_
     coalesce(sum(cost_usd), 0), count(cost_usd), coalesce(sum(estimated), 0)"""
 
 
-class PgExtras(UsageStore, PairingStore):
+class PgExtras(UsageStore, PairingStore, GroupTurnStore):
     """Provided by ``PostgresSessionStore``: the connection door and the clock."""
 
     _clock: Callable[[], float]
@@ -186,3 +189,57 @@ class PgExtras(UsageStore, PairingStore):
     async def usage_note_warning(self, key: str, at: float) -> bool:
         sql = "INSERT INTO usage_warnings (key, at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING"
         return await self._status("usage_note_warning", sql, pg_text(key), at) == 1
+
+    # --- group turns ------------------------------------------------------------------
+
+    async def group_decide(
+        self, chat_id: str, topic_id: str | None, shared_id: str, answerers: Sequence[str]
+    ) -> GroupTurn:
+        key = (chat_id, topic_id or "", shared_id)
+        async with self._conn("group_decide") as conn:
+            # The first writer's decision stands; a second one reads it back.
+            await conn.execute(
+                "INSERT INTO group_turns (chat_id, topic_id, shared_id, answerers, decided_at)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                *key,
+                json.dumps(list(answerers)),
+                self._clock(),
+            )
+            row = await conn.fetchrow(_GROUP_SELECT, *key)
+        return _group_turn(row)
+
+    async def group_turn(
+        self, chat_id: str, topic_id: str | None, shared_id: str
+    ) -> GroupTurn | None:
+        rows = await self._fetch("group_turn", _GROUP_SELECT, chat_id, topic_id or "", shared_id)
+        return _group_turn(rows[0]) if rows else None
+
+    async def group_answered(
+        self, chat_id: str, topic_id: str | None, shared_id: str, channel: str
+    ) -> None:
+        key = (chat_id, topic_id or "", shared_id)
+        async with self._conn("group_answered", transaction=True) as conn:
+            row = await conn.fetchrow(_GROUP_SELECT + " FOR UPDATE", *key)
+            if row is None:
+                return
+            done = sorted(_group_turn(row).answered | {channel})
+            await conn.execute(
+                "UPDATE group_turns SET answered = $1 WHERE chat_id = $2 AND topic_id = $3"
+                " AND shared_id = $4",
+                json.dumps(done),
+                *key,
+            )
+
+    async def group_members(self, chat_id: str) -> set[str]:
+        sql = "SELECT DISTINCT channel FROM sessions WHERE chat_id = $1 AND archived_at IS NULL"
+        return {row[0] for row in await self._fetch("group_members", sql, chat_id)}
+
+
+_GROUP_SELECT = (
+    "SELECT answerers, answered FROM group_turns"
+    " WHERE chat_id = $1 AND topic_id = $2 AND shared_id = $3"
+)
+
+
+def _group_turn(row: Any) -> GroupTurn:
+    return GroupTurn(tuple(json.loads(row[0])), frozenset(json.loads(row[1])))

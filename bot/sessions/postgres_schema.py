@@ -168,6 +168,22 @@ PG_MIGRATIONS: tuple[PgMigration, ...] = (
             )""",
         ),
     ),
+    PgMigration(
+        4,
+        "groups with several personas: who answers each message (bot.groups)",
+        (
+            """CREATE TABLE group_turns (
+                chat_id TEXT NOT NULL,
+                topic_id TEXT NOT NULL,
+                shared_id TEXT NOT NULL,
+                answerers TEXT NOT NULL,
+                answered TEXT NOT NULL DEFAULT '[]',
+                decided_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (chat_id, topic_id, shared_id)
+            )""",
+            "CREATE INDEX group_turns_decided_at ON group_turns (decided_at)",
+        ),
+    ),
 )
 
 PG_LATEST_VERSION = PG_MIGRATIONS[-1].version
