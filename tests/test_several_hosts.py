@@ -62,6 +62,14 @@ async def wait_for_every_answer(fake: FakeTelegram, texts: dict[str, str], withi
         await fake.wait_for_sent(plan.token, expected, timeout=within_s)
 
 
+async def running(bridge: BridgeProcess, since: int) -> None:
+    """Wait until the start whose log begins at offset ``since`` got as far as serving
+    (from then on it handles SIGTERM)."""
+    async with asyncio.timeout(30):
+        while "service: gateway listening on" not in bridge.logs()[since:]:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
 def first_answers(fake: FakeTelegram, chat: tuple[BotPlan, int]) -> list[str]:
     """The chat's answers in the order Telegram got them, a resent chunk counted once."""
     seen: list[str] = []
@@ -89,6 +97,7 @@ async def run_with_kills(
     order: dict[tuple[str, int], list[str]] = {(p.bot_id, c): [] for p, c in chats}
     for bridge in bridges:
         await bridge.start()
+    since = {id(bridge): 0 for bridge in bridges}  # where each one's latest start logs from
     for plan in BOTS:
         await fake_telegram.wait_for_poll(plan.token, timeout=30)
     n = 0
@@ -114,10 +123,12 @@ async def run_with_kills(
         victim = bridges[rng.randrange(2)]
         await victim.kill()
         kills += 1
+        since[id(victim)] = len(victim.logs())
         await victim.start()  # back at once: it stands by or takes bots over
     # Everything is answered: rows of a killed process were taken over within the lease.
     await wait_for_every_answer(fake_telegram, texts, within_s=60 + kills * LEASE_S)
     for bridge in bridges:
+        await running(bridge, since[id(bridge)])  # one restarted last may still be starting
         assert await bridge.stop() == 0
     logs = "\n".join(b.logs() for b in bridges)
 
