@@ -535,3 +535,12 @@ async def test_group_turns_are_decided_once_and_answered_per_bot(
         clock.now += 100.0
         await store.inbox_prune(50.0)  # old decisions go with old inbox rows
         assert await store.group_turn("-100", None, "m1") is None
+
+
+async def test_set_extras_replaces_extras_and_never_the_content(store: SessionStore) -> None:
+    sid = await store.active_session(KEY)
+    mid = await store.append(sid, ChatMessage("user", "a photo", extras={"media": [{"id": 1}]}))
+    await store.set_extras(mid, {"media": [{"id": 1, "description": "a cat"}]})
+    [stored] = await store.messages(sid)
+    assert stored.message.content == "a photo"
+    assert stored.message.extras == {"media": [{"id": 1, "description": "a cat"}]}

@@ -33,7 +33,7 @@ from bot.sessions.store import (
     _info,
     _stored,
 )
-from bot.types import ChatMessage, Usage
+from bot.types import ChatMessage, JSONObject, Usage
 
 POOL_SIZE = 10
 
@@ -204,6 +204,10 @@ class PostgresSessionStore(PgInbox, PgExtras, PgClaims, SessionStore):
         if first is None:
             raise StoreError(f"session store: append to session {session_id} was refused")
         return int(first)
+
+    async def set_extras(self, message_id: int, extras: JSONObject) -> None:
+        sql = "UPDATE messages SET extras = $1 WHERE id = $2"
+        await self._status("set_extras", sql, pg_text(to_json(extras)), message_id)
 
     async def messages(
         self, session_id: int, *, after_id: int = 0, limit: int | None = None
