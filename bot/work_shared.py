@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from bot.channels.base import Channel, InboundMessage
 from bot.errors import StoreError
 from bot.lifecycle import Ticket
+from bot.media import album
 from bot.sessions.inbox import InboxRow
 from bot.sessions.postgres import PostgresSessionStore
 from bot.work import Resume, Submit, WorkSource
@@ -125,7 +127,10 @@ class SharedWork(WorkSource):
             await asyncio.sleep(CLAIM_BATCH_S)
 
     async def _claim_once(self) -> None:
-        rows = await self._pg.claim_work(self.owner, list(self._channels))
+        # An album's parts are stored as they come: its chat waits until the album is
+        # complete (the channel holding it wakes us then), so it is answered as one.
+        album_since = time.time() - album.GATHER_S * 0.9
+        rows = await self._pg.claim_work(self.owner, list(self._channels), album_since=album_since)
         taken = [r for r in rows if r.claimed_by is not None]
         if taken:
             self.takeovers += len(taken)

@@ -185,3 +185,19 @@ async def test_a_poller_whose_lock_session_dies_stops_polling(
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(10):
                 await task
+
+
+async def test_a_chat_whose_album_is_still_arriving_waits_to_be_claimed(pg_dsn: str) -> None:
+    now = 5000.0
+    async with PostgresSessionStore(pg_dsn, clock=lambda: now) as store:
+        await store.lease_renew("A", 30)
+        part = '{"message": {"media_group_id": "album-1", "text": "%s"}}'
+        await store.inbox_put("tg:a", 1, "{}", chat_id="x")
+        await store.inbox_put("tg:a", 2, part % "one", chat_id="x")
+        await store.inbox_put("tg:a", 3, part % "two", chat_id="x")
+        await store.inbox_put("tg:a", 4, "{}", chat_id="y")
+        # Parts stored after album_since: chat x waits, whole (its order holds); y goes.
+        rows = await store.claim_work("A", ["tg:a"], album_since=now - 1)
+        assert [r.update_id for r in rows] == [4]
+        rows = await store.claim_work("A", ["tg:a"], album_since=now + 1)  # album complete
+        assert [r.update_id for r in rows] == [1, 2, 3]

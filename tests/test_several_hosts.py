@@ -262,3 +262,41 @@ async def test_the_terminal_chat_works_on_a_postgresql_store(
     finally:
         await conn.close()
     assert [tuple(k) for k in keys] == [("console", "local", "alice")]
+
+
+async def test_an_album_is_one_turn_on_two_processes(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM, pg_dsn: str
+) -> None:
+    """Its parts are stored one by one; no process claims the chat before it is complete."""
+    from media_files import image
+    from test_media import BOTS as MEDIA_BOTS
+    from test_media import SEER
+    from test_media import config_for as media_config
+
+    config = media_config(fake_telegram, fake_llm)
+    config["session"] = {"database": pg_dsn, "claim_lease_s": LEASE_S}
+    bridges = two_processes(tmp_path, config)
+    for bridge in bridges:
+        await bridge.start()
+    for plan in MEDIA_BOTS:
+        await fake_telegram.wait_for_poll(plan.token, timeout=30)
+    photos = [image(n) for n in (4, 5, 6)]
+    for n, photo in enumerate(photos):  # the parts come apart, each in its own poll
+        media = fake_telegram.photo_media(SEER.token, photo, "album-trip")
+        fake_telegram.inject_message(SEER.token, 41, "" if n else "our trip", media=media)
+        await asyncio.sleep(0.4)  # traffic shaping, not synchronisation: < album.GATHER_S
+    await fake_telegram.wait_for_sent(SEER.token, 1, timeout=30)
+    fake_telegram.inject_message(SEER.token, 41, "and?")
+    await fake_telegram.wait_for_sent(SEER.token, 2, timeout=30)
+    first, second = [r for r in fake_llm.requests_for(SEER.model) if r.audio is None]
+    assert first.images == tuple(photos)
+    assert first.last_user_text == "our trip"
+    assert second.last_user_text == "and?"
+    for bridge in bridges:
+        assert await bridge.stop() == 0
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        statuses = [r[0] for r in await conn.fetch("SELECT status FROM inbox")]
+    finally:
+        await conn.close()
+    assert sorted(statuses) == ["done"] * 4

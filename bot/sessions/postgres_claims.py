@@ -47,12 +47,17 @@ _CLAIM = f"""
     WITH held AS (
         SELECT DISTINCT {_CHAT} FROM inbox
         WHERE status = 'pending' AND claimed_by <> $1 AND claimed_by IN ({_LIVE})
+    ), settling AS (
+        SELECT DISTINCT {_CHAT} FROM inbox
+        WHERE status = 'pending' AND claimed_by IS NULL AND $3::float8 IS NOT NULL
+            AND received_at > $3 AND payload LIKE '%"media_group_id"%'
     ), free AS (
         SELECT seq, claimed_by AS before FROM inbox
         WHERE status = 'pending' AND channel = ANY($2::text[])
             AND claimed_by IS DISTINCT FROM $1
             AND (claimed_by IS NULL OR claimed_by NOT IN ({_LIVE}))
             AND ({_CHAT}) NOT IN (SELECT * FROM held)
+            AND ({_CHAT}) NOT IN (SELECT * FROM settling)
     )
     UPDATE inbox SET claimed_by = $1 FROM free WHERE inbox.seq = free.seq
     RETURNING inbox.seq, free.before, {", ".join(f"inbox.{c.strip()}" for c in _COLUMNS)}"""
@@ -84,12 +89,17 @@ class PgClaims:
                 "DELETE FROM bridge_processes WHERE lease_until < now() - interval '1 hour'"
             )
 
-    async def claim_work(self, owner: str, channels: Sequence[str]) -> list[InboxRow]:
+    async def claim_work(
+        self, owner: str, channels: Sequence[str], *, album_since: float | None = None
+    ) -> list[InboxRow]:
         """Claim every claimable pending row of ``channels`` for ``owner``, in arrival
-        order; each row's ``claimed_by`` says who held it before (a lapsed process, or None)."""
+        order; each row's ``claimed_by`` says who held it before (a lapsed process, or None).
+
+        ``album_since``: a chat with an album part stored after it waits (its album may
+        still be arriving, and is answered as one message once complete)."""
         async with self._conn("claim_work", transaction=True) as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-            records = await conn.fetch(_CLAIM, owner, list(channels))
+            records = await conn.fetch(_CLAIM, owner, list(channels), album_since)
         ordered = sorted(records, key=lambda r: r[0])
         return [
             replace(row, claimed_by=r[1])
