@@ -10,6 +10,11 @@ generator share this process's event loop. Three parts, one bridge with 3 bots:
     exactly once: replies are counted per message and per chat (lost / duplicated / out of order).
 (c) leak check: the bridge's VmRSS before and after (b), and the growth.
 --rounds N repeats (b) in the same bridge: steady growth round after round suggests a leak.
+
+The floor (``bench/floor.py``) runs (a) and one round of (b) first, in the same run, on fresh
+fakes: a child doing only what cannot be avoided (getUpdates, one model POST, sendMessage,
+over httpx). The bridge's CPU per message is printed as a ratio to the floor's, which holds
+still when the machine is loaded or slower; CPU = utime + stime of the child (/proc/PID/stat).
 Run: python bench/message_path.py [--quick] [--sequential 300] [--messages 10000] [--window 300]
                                   [--rounds 1]
 """
@@ -25,8 +30,9 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness import BenchError, stop_on_sigterm, unless_exited
 
@@ -71,18 +77,61 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def check_alive(bridge: BridgeProcess) -> None:
+class FloorProcess:
+    """``bench/floor.py`` as a child, with what the bench reads of a ``BridgeProcess``."""
+
+    def __init__(self, directory: Path, telegram_base: str, llm_base: str) -> None:
+        self.config_path = directory / "floor.json"  # no database beside it: DB size 0
+        self.log_path = directory / "floor.log"
+        bots = [f"{p.token}={p.model}={p.persona}" for p in BOTS]
+        self._argv = [str(Path(__file__).with_name("floor.py")), telegram_base, llm_base, *bots]
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            profile = os.environ.get("BENCH_FLOOR_CPROFILE")  # a .prof path: why is it slow
+            wrap = ["-m", "cProfile", "-o", profile] if profile else []
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *wrap,
+                *self._argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def stop(self, within_s: float) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.terminate()
+        try:
+            await asyncio.wait_for(self.process.wait(), within_s)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+def check_alive(bridge: Any) -> None:
     process = bridge.process
     if process is not None and process.returncode is not None:
         raise BenchError(f"bridge exited with {process.returncode}:\n{bridge.logs()[-2000:]}")
 
 
-async def sequential(telegram: FakeTelegram, bridge: BridgeProcess, count: int) -> list[float]:
+async def sequential(telegram: FakeTelegram, bridge: Any, count: int, phase: Phase) -> list[float]:
     """(a): one chat, one message at a time; ms from inject to the recorded sendMessage."""
     token, chat_id = BOTS[0].token, 1_000
     for i in range(10):  # warm-up in another chat: connections, first session, caches
         telegram.inject_message(token, chat_id=chat_id - 1, text=f"warm-up {i}")
         await wait_sent(telegram, bridge, token, chat_id - 1, i + 1)
+    cpu_before = cpu_seconds(bridge.pid)
     times = []
     for i in range(count):
         text = f"seq-{i}-end"
@@ -94,11 +143,12 @@ async def sequential(telegram: FakeTelegram, bridge: BridgeProcess, count: int) 
             raise BenchError(
                 f"reply {i} in chat {chat_id} answers something else: {sent[-1].text!r}"
             )
+    phase.seq_cpu = cpu_seconds(bridge.pid) - cpu_before
     return times
 
 
 async def wait_sent(
-    telegram: FakeTelegram, bridge: BridgeProcess, token: str, chat_id: int, count: int
+    telegram: FakeTelegram, bridge: Any, token: str, chat_id: int, count: int
 ) -> list[SentMessage]:
     try:
         return await telegram.wait_for_sent(token, count, chat_id=chat_id, timeout=STALL_S)
@@ -124,7 +174,7 @@ class Sustained:
 
 async def throughput(
     telegram: FakeTelegram,
-    bridge: BridgeProcess,
+    bridge: Any,
     first: int,
     total: int,
     window: int,
@@ -223,40 +273,73 @@ async def throughput(
     )
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    stop_on_sigterm()
+@dataclass
+class Phase:
+    """What one child (the floor or the bridge) did under the same load."""
+
+    seq: list[float] = field(default_factory=list)
+    seq_cpu: float = 0.0  # the child's CPU seconds over (a), warm-up excluded
+    rounds: list[Sustained] = field(default_factory=list)
+    rss_ready: float = 0.0
+    rss_before: float = 0.0
+    hwm: float = 0.0
+
+    def seq_ms(self) -> float:
+        return 1000 * self.seq_cpu / len(self.seq)
+
+    def burst_ms(self) -> float:
+        return 1000 * statistics.median(r.bridge_cpu / len(r.latencies) for r in self.rounds)
+
+
+async def run_phase(args: argparse.Namespace, tmp: Path, floor: bool) -> Phase:
+    """(a) and (b) against fresh fakes, on the floor child or on the real bridge."""
     telegram, llm = FakeTelegram(), FakeLLM()
-    bridge: BridgeProcess | None = None
-    with tempfile.TemporaryDirectory(prefix="bench-path-") as tmp:
-        try:
-            await telegram.start()
-            await llm.start()
-            llm.set_default(None, Echo())
-            for plan in BOTS:
-                telegram.add_bot(plan.token, f"{plan.bot_id}_bot")
+    child: Any = None
+    phase = Phase()
+    try:
+        await telegram.start()
+        await llm.start()
+        llm.set_default(None, Echo())
+        for plan in BOTS:
+            telegram.add_bot(plan.token, f"{plan.bot_id}_bot")
+        if floor:
+            child = FloorProcess(tmp, telegram.base_url, llm.openai_base)
+        else:
             config = bridge_config(
                 telegram_base=telegram.base_url, llm_base=llm.openai_base, bots=BOTS
             )
-            bridge = BridgeProcess.write(Path(tmp), config, args=("--log-level", "WARNING"))
-            await bridge.start()
-            for plan in BOTS:
-                poll = telegram.wait_for_poll(plan.token, timeout=120)
-                await unless_exited(bridge, poll, f"getUpdates from {plan.bot_id}", 60)
-            rss_ready = proc_status(bridge.pid)["VmRSS"]
-            seq = await sequential(telegram, bridge, args.sequential)
-            rss_before = proc_status(bridge.pid)["VmRSS"]
-            rounds = [
+            child = BridgeProcess.write(tmp, config, args=("--log-level", "WARNING"))
+        await child.start()
+        for plan in BOTS:
+            poll = telegram.wait_for_poll(plan.token, timeout=120)
+            await unless_exited(child, poll, f"getUpdates from {plan.bot_id}", 60)
+        phase.rss_ready = proc_status(child.pid)["VmRSS"]
+        phase.seq = await sequential(telegram, child, args.sequential, phase)
+        phase.rss_before = proc_status(child.pid)["VmRSS"]
+        for n in range(1 if floor else args.rounds):
+            phase.rounds.append(
                 await throughput(
-                    telegram, bridge, n * args.messages, args.messages, args.window, args.budget
+                    telegram, child, n * args.messages, args.messages, args.window, args.budget
                 )
-                for n in range(args.rounds)
-            ]
-            hwm = proc_status(bridge.pid)["VmHWM"]
-        finally:
-            if bridge is not None:
-                await bridge.stop(within_s=15.0)
-            await llm.stop()
-            await telegram.stop()
+            )
+        phase.hwm = proc_status(child.pid)["VmHWM"]
+    finally:
+        if child is not None:
+            await child.stop(within_s=15.0)
+        await llm.stop()
+        await telegram.stop()
+    return phase
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    stop_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix="bench-path-") as tmp:
+        for name in ("floor", "bridge"):
+            (Path(tmp) / name).mkdir()
+        floor = await run_phase(args, Path(tmp) / "floor", floor=True)
+        phase = await run_phase(args, Path(tmp) / "bridge", floor=False)
+    seq, rounds = phase.seq, phase.rounds
+    rss_ready, rss_before, hwm = phase.rss_ready, phase.rss_before, phase.hwm
 
     quick = " --quick" if args.quick else ""
     print(f"# message path — {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -265,6 +348,25 @@ async def main_async(args: argparse.Namespace) -> None:
         f"--messages {args.messages} --window {args.window} --rounds {args.rounds}"
     )
     print("# bridge = child process; FakeTelegram, FakeLLM (Echo, instant) and load = this process")
+    load = os.getloadavg()
+    print(f"# load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print()
+    print("# CPU per message (utime+stime of the child), the bridge vs the floor (bench/floor.py:")
+    print(
+        "# getUpdates, one model POST, sendMessage over httpx; nothing else), same run, same fakes"
+    )
+    print(f"{'part':>14}{'floor ms':>10}{'bridge ms':>11}{'ratio':>8}")
+    for part, low, high in (
+        ("(a) sequential", floor.seq_ms(), phase.seq_ms()),
+        ("(b) burst", floor.burst_ms(), phase.burst_ms()),
+    ):
+        print(f"{part:>14}{low:>10.2f}{high:>11.2f}{high / low:>8.2f}")
+    floor_rate = statistics.median(len(r.latencies) / r.seconds for r in floor.rounds)
+    floor_seq = statistics.median(floor.seq)
+    print(
+        f"# floor: (a) p50 {floor_seq:.2f} ms inject → reply; (b) {floor_rate:.0f} replies/s; "
+        f"RSS {floor.rss_ready:.1f} MiB"
+    )
     print()
     print("# (a) per-message overhead: inject → sendMessage recorded, one chat, sequential")
     print("# (the chat's history grows by 2 messages a turn and is sent whole: no compaction yet)")
