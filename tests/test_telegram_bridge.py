@@ -244,6 +244,19 @@ async def test_typing_indicator_is_kept_alive(
     assert {a[1] for a in actions} == {"typing"}
 
 
+async def test_a_quick_answer_sends_no_typing_action(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    # The model answers at once: a typing indicator would be one more request per message.
+    bridge = BridgeProcess.write(tmp_path, config_for(fake_telegram, fake_llm, [ALICE]))
+    await started(bridge, fake_telegram, [ALICE])
+    for n in range(3):
+        fake_telegram.inject_message(ALICE.token, chat_id=14, text=f"quick {n}")
+        await fake_telegram.wait_for_sent(ALICE.token, n + 1, chat_id=14, timeout=30)
+    assert await bridge.stop() == 0
+    assert [a for a in fake_telegram.chat_actions(ALICE.token) if a[0] == 14] == []
+
+
 async def test_rejected_token_is_reported_and_other_bots_keep_working(
     tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
 ) -> None:

@@ -65,6 +65,7 @@ from bot.errors import (
     PersonaBridgeError,
 )
 from bot.media.album import AlbumGatherer
+from bot.tls import client_context
 from bot.types import Attachment
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ POLL_TIMEOUT_S = 25
 MAX_BACKOFF_S = 30.0
 MAX_START_BACKOFF_S = 60.0
 TYPING_EVERY_S = 4.0
+# An answer within this long needs no typing indicator: most instant replies skip a request.
+TYPING_AFTER_S = 0.3
 BOT_LOOP_LIMIT = 3  # consecutive bot-authored turns per chat when allow_bots is on
 ALLOWED_UPDATES = ["message"]
 COMMANDS = (
@@ -82,6 +85,10 @@ COMMANDS = (
     BotCommand("status", "agent, models and session size"),
     BotCommand("usage", "tokens you used today and this month"),
 )
+
+
+def shared_tls() -> dict[str, Any]:
+    return {"verify": client_context()}
 
 
 class TelegramChannel(Channel):
@@ -107,8 +114,12 @@ class TelegramChannel(Channel):
             spec.token.get_secret_value(),
             base_url=f"{spec.api_base}/bot",
             base_file_url=f"{spec.api_base}/file/bot",
-            request=HTTPXRequest(connection_pool_size=16, read_timeout=30.0),
-            get_updates_request=HTTPXRequest(read_timeout=poll_timeout + 10.0),
+            request=HTTPXRequest(
+                connection_pool_size=16, read_timeout=30.0, httpx_kwargs=shared_tls()
+            ),
+            get_updates_request=HTTPXRequest(
+                read_timeout=poll_timeout + 10.0, httpx_kwargs=shared_tls()
+            ),
         )
         self._sender = TelegramSender(self._bot, self.name, spec.max_reply_messages)
         self._files = TelegramFiles(self._bot, httpx.AsyncClient(follow_redirects=False))
@@ -294,6 +305,7 @@ class TelegramChannel(Channel):
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:
         async def keep_typing() -> None:
+            await asyncio.sleep(TYPING_AFTER_S)
             while True:
                 with contextlib.suppress(tg.TelegramError):
                     await self._bot.send_chat_action(

@@ -9,6 +9,7 @@ import httpx
 
 from bot.config.schema import ModelEntry
 from bot.providers.base import Provider
+from bot.tls import client_context
 
 ProviderFactory = Callable[[ModelEntry, httpx.AsyncClient], Provider]
 
@@ -38,6 +39,7 @@ class ProviderDispatcher:
         self._client = client or httpx.AsyncClient(
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             follow_redirects=False,
+            verify=client_context(),
         )
         self._providers: dict[str, Provider] = {}
         self._lock = asyncio.Lock()
