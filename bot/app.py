@@ -63,6 +63,9 @@ MODEL_REFUSED = "The model could not answer this message; try rephrasing it."
 STORE_FAILED = "I could not save this conversation just now; please try again shortly."
 # Telegram caps a message at 4096 characters; other channels (or a hostile API) may not.
 MAX_INBOUND_CHARS = 32_000
+# The backlog gauge is recounted at most this often: a COUNT after every answer cost a
+# store round trip per message.
+BACKLOG_REFRESH_S = 0.5
 
 ChannelFactory = Callable[[LoadedConfig, WorkSource], Iterable[Channel]]
 
@@ -134,6 +137,7 @@ class App:
         )
         self.refused: dict[str, ChannelError] = {}  # channel → why it did not start
         self.turns_served = 0
+        self._backlog_refresh: asyncio.Task[None] | None = None
         self.upkeep = StoreUpkeep(self.store, lambda: self.loaded.config.session)
         self.metrics.store_file_ok.set_function(lambda: float(self.upkeep.problem is None))
 
@@ -542,7 +546,16 @@ class App:
     async def _done(self, channel: str, outcome: str) -> None:
         if outcome == "delivered":
             self.metrics.messages_out.labels(bot=channel).inc()
-        await self._refresh_backlog()
+        if self._backlog_refresh is None or self._backlog_refresh.done():
+            self._backlog_refresh = asyncio.create_task(self._refresh_backlog_soon())
+
+    async def _refresh_backlog_soon(self) -> None:
+        """One recount for every answer finished within the next BACKLOG_REFRESH_S."""
+        await asyncio.sleep(BACKLOG_REFRESH_S)
+        try:
+            await self._refresh_backlog()
+        except StoreError as exc:  # the gauge stays stale; the next answer tries again
+            log.warning("inbox backlog not recounted: %s", exc)
 
     async def _refresh_backlog(self) -> None:
         self.metrics.inbox_backlog.set(await self.store.inbox_backlog())

@@ -10,9 +10,10 @@ after Telegram failed, a spawned task's result — is a ``Ticket`` run by ``Life
 inside its chat's lane, so per-chat order and the exactly-once rules hold for all of them:
 
 - the reply is stored before any of it is sent; a stored reply is never generated again;
-- each chunk is marked ``sending`` before and ``sent`` after; a restart resumes from the
-  first unconfirmed chunk (only a chunk in flight at a crash can arrive twice, and that
-  is logged: Telegram has no idempotency key);
+- each chunk is marked ``sending`` before and ``sent`` after (the last one's ``sent``
+  together with ``done``, one write); a restart resumes from the first unconfirmed
+  chunk (only a chunk in flight at a crash can arrive twice, and that is logged:
+  Telegram has no idempotency key);
 - Telegram unreachable: the lane retries the same ticket with backoff before this chat's
   later messages — never "later, out of order", never marked done;
 - rate limits are waited out by the sender and never count as failure;
@@ -214,9 +215,16 @@ class Lifecycle:
             # Telegram refuses this message for good (and our fallbacks did not help).
             await self._finish(ticket, GIVEN_UP, str(exc))
             return
-        await self._finish(ticket, DELIVERED)
+        await self._finish(ticket, DELIVERED, delivery=delivery)
 
-    async def _finish(self, ticket: Ticket, outcome: str, note: str | None = None) -> None:
+    async def _finish(
+        self,
+        ticket: Ticket,
+        outcome: str,
+        note: str | None = None,
+        *,
+        delivery: InboxDelivery | None = None,
+    ) -> None:
         if outcome != DELIVERED:
             log.warning(
                 "channel=%s chat=%s update=%s %s: %s",
@@ -226,7 +234,9 @@ class Lifecycle:
                 outcome.replace("_", " "),
                 note,
             )
-        if ticket.inbox_id is not None:
+        if delivery is not None:
+            await delivery.delivered()  # the last chunk's "sent" and "done" in one write
+        elif ticket.inbox_id is not None:
             await self._store.inbox_done(
                 ticket.channel, ticket.inbox_id, outcome=outcome, note=note
             )

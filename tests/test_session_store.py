@@ -188,6 +188,47 @@ async def test_inbox_is_idempotent_with_pending_done_and_backlog(
         await store.inbox_done("telegram:alice", 999)
 
 
+async def test_turn_context_is_the_latest_summary_and_what_follows_it(
+    store: SessionStore,
+) -> None:
+    sid = await store.active_session(KEY)
+    ids = [await store.append(sid, ChatMessage("user", f"m{n}")) for n in range(4)]
+    for context in (store.turn_context, lambda s: SessionStore.turn_context(store, s)):
+        summary, history = await context(sid)
+        assert summary is None
+        assert [m.id for m in history] == ids
+    await store.add_summary(sid, ids[1], "m0 and m1", "cheap")
+    # The SQLite store's one-step version and the seam's default built from two methods.
+    for context in (store.turn_context, lambda s: SessionStore.turn_context(store, s)):
+        summary, history = await context(sid)
+        assert summary is not None
+        assert summary.text == "m0 and m1"
+        assert [m.message.content for m in history] == ["m2", "m3"]
+
+
+async def test_inbox_delivered_confirms_the_last_chunk_and_finishes_the_row(
+    store: SessionStore,
+) -> None:
+    for update_id in (20, 21):
+        await store.inbox_put("telegram:alice", update_id, "{}")
+        await store.inbox_reply("telegram:alice", update_id, "answer")
+        await store.inbox_progress("telegram:alice", update_id, sending=1, chunks_sent=1)
+    await store.inbox_delivered("telegram:alice", 20, chunks_sent=2)
+    await SessionStore.inbox_delivered(store, "telegram:alice", 21, chunks_sent=2)  # default
+    for update_id in (20, 21):
+        row = await store.inbox_row("telegram:alice", update_id)
+        assert row is not None
+        assert (row.status, row.outcome, row.chunks_sent, row.sending) == (
+            "done",
+            "delivered",
+            2,
+            None,
+        )
+    assert await store.inbox_backlog() == 0
+    with pytest.raises(StoreError, match="no update"):
+        await store.inbox_delivered("telegram:alice", 999, chunks_sent=1)
+
+
 async def test_inbox_survives_reopen(make_store: StoreFactory) -> None:
     async with make_store() as first:
         await first.inbox_put("telegram:alice", 5, "{}")

@@ -212,9 +212,7 @@ class TurnRunner:
         self, agent: Agent, session_id: int, budget: int
     ) -> tuple[ContextWindow, int]:
         """The window that fits ``budget``, and the size of the unsummarised history."""
-        summary = await self._store.latest_summary(session_id)
-        after = summary.covers_up_to if summary else 0
-        history = await self._store.messages(session_id, after_id=after)
+        summary, history = await self._store.turn_context(session_id)
         window = build_context(agent.persona, summary, history, budget)
         if window.dropped:
             log.info(

@@ -93,7 +93,9 @@ class DeliveryLog(Protocol):
 
     async def sending(self, index: int) -> None: ...
 
-    async def sent(self, index: int) -> None: ...
+    async def sent(self, index: int, *, last: bool = False) -> None:
+        """``last``: the reply's final chunk; the log may record it with the reply's outcome."""
+        ...
 
 
 class Channel(ABC):

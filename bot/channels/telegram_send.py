@@ -71,7 +71,7 @@ class TelegramSender:
                 await delivery.sending(index)
             await self._send_chunk(chat_id, chunk, thread)
             if delivery is not None:
-                await delivery.sent(index)
+                await delivery.sent(index, last=index == len(chunks) - 1)
 
     async def plain(self, chat_id: int, text: str, thread: int | None = None) -> None:
         await self.call(

@@ -95,6 +95,12 @@ class InboxStore(ABC):
     ) -> None:
         """Record delivery: ``sending`` before a chunk goes out, ``chunks_sent`` after."""
 
+    async def inbox_delivered(self, channel: str, update_id: int, *, chunks_sent: int) -> None:
+        """The last chunk confirmed and the row done as delivered: one step where the store
+        can; this default is built from the two methods it stands for."""
+        await self.inbox_progress(channel, update_id, sending=None, chunks_sent=chunks_sent)
+        await self.inbox_done(channel, update_id, outcome="delivered")
+
     @abstractmethod
     async def inbox_backlog(self) -> int:
         """How many updates wait to be answered, over all channels."""
@@ -234,6 +240,16 @@ class SqliteInbox(InboxStore):
         sql = "UPDATE inbox SET sending = ?, chunks_sent = ? WHERE channel = ? AND update_id = ?"
         params = (sending, chunks_sent, channel, update_id)
         if (await self._write("inbox_progress", sql, params))[1] != 1:
+            raise _no_row(channel, update_id)
+
+    async def inbox_delivered(self, channel: str, update_id: int, *, chunks_sent: int) -> None:
+        sql = (
+            "UPDATE inbox SET sending = NULL, chunks_sent = ?, status = 'done',"
+            " done_at = ifnull(done_at, ?), outcome = 'delivered', note = NULL,"
+            " claimed_by = NULL WHERE channel = ? AND update_id = ?"
+        )
+        params = (chunks_sent, self._clock(), channel, update_id)
+        if (await self._write("inbox_delivered", sql, params))[1] != 1:
             raise _no_row(channel, update_id)
 
     async def inbox_backlog(self) -> int:

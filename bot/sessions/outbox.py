@@ -4,6 +4,10 @@ Before a chunk goes out its index is recorded as ``sending``; once Telegram acce
 ``chunks_sent`` moves past it. After a crash the reply is re-sent from the first chunk not
 confirmed — and only a chunk whose send had started but was never confirmed can arrive
 twice; that case is logged.
+
+The final chunk's confirmation is recorded with the row's outcome in one write
+(``inbox_delivered``, by the lifecycle just after the send returns): a crash between the
+two costs what a crash during that send does, the chunk may arrive twice (logged).
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ class InboxDelivery:
             self._channel, self._update_id, sending=index, chunks_sent=index
         )
 
-    async def sent(self, index: int) -> None:
-        await self._store.inbox_progress(
-            self._channel, self._update_id, sending=None, chunks_sent=index + 1
-        )
+    async def sent(self, index: int, *, last: bool = False) -> None:
+        if not last:
+            await self._store.inbox_progress(
+                self._channel, self._update_id, sending=None, chunks_sent=index + 1
+            )
         self.next_chunk = index + 1
+
+    async def delivered(self) -> None:
+        """Every chunk went out: the last one confirmed and the row done, in one write."""
+        await self._store.inbox_delivered(
+            self._channel, self._update_id, chunks_sent=self.next_chunk
+        )

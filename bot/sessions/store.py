@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar, cast
 
 import aiosqlite
 
@@ -148,6 +148,13 @@ class SessionStore(InboxStore, UsageStore, PairingStore, GroupTurnStore):
     async def latest_summary(self, session_id: int) -> Summary | None:
         """The most recently added summary, or None before the first compaction."""
 
+    async def turn_context(self, session_id: int) -> tuple[Summary | None, list[StoredMessage]]:
+        """What a turn's context is built from: the latest summary and every message after
+        it. One step where the store can; this default is built from the methods above."""
+        summary = await self.latest_summary(session_id)
+        after = summary.covers_up_to if summary else 0
+        return summary, await self.messages(session_id, after_id=after)
+
     @abstractmethod
     async def summaries(self, session_id: int) -> list[Summary]:
         """Every summary of the session, oldest first (for export)."""
@@ -241,6 +248,70 @@ def _key_params(key: SessionKey) -> tuple[str, str, str | None, str]:
     return (key.channel, key.chat_id, key.topic_id, key.agent_id)
 
 
+T = TypeVar("T")
+
+
+async def _worker_call(conn: aiosqlite.Connection, *call: Any) -> Any:
+    """``call`` run on ``conn``'s own thread, with its sqlite3 connection first (one hop).
+
+    aiosqlite has no public door for this; ``_execute`` is the one its own methods use."""
+    return await conn._execute(call[0], conn._conn, *call[1:])  # type: ignore[no-untyped-call]
+
+
+def _plain(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
+    return work(db, *args)
+
+
+def _in_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db, *args)
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+def _write_one(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> tuple[int, int]:
+    cursor = db.execute(sql, params)
+    try:
+        return cursor.lastrowid or 0, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def _active_session(db: sqlite3.Connection, key: tuple[Any, ...], params: tuple[Any, ...]) -> int:
+    rows = db.execute(_ACTIVE_QUERY, key).fetchall()
+    if rows:
+        return int(rows[0][0])
+    sql = (
+        "INSERT INTO sessions (channel, chat_id, topic_id, agent_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?)"
+    )
+    return db.execute(sql, params).lastrowid or 0
+
+
+def _append(db: sqlite3.Connection, params: tuple[Any, ...]) -> int | None:
+    cursor = db.execute(_APPEND, params)
+    if cursor.rowcount == 1:
+        return cursor.lastrowid or 0
+    # Stored before (a replayed turn): the first copy stands.
+    sql = "SELECT id FROM messages WHERE session_id = ? AND source = ?"
+    rows = db.execute(sql, (params[0], params[-1])).fetchall()
+    return int(rows[0][0]) if rows else None
+
+
+def _turn_context(
+    db: sqlite3.Connection, session_id: int, summary_sql: str
+) -> tuple[Summary | None, list[Any]]:
+    found = db.execute(summary_sql, (session_id,)).fetchall()
+    summary = Summary(*found[0]) if found else None
+    sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id > ? ORDER BY id"
+    return summary, db.execute(sql, (session_id, summary.covers_up_to if summary else 0)).fetchall()
+
+
 class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTurns, SessionStore):
     """The default store: one SQLite file in WAL mode; ``":memory:"`` works for tests."""
 
@@ -332,21 +403,34 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
 
     async def _write(self, what: str, sql: str, params: tuple[Any, ...]) -> tuple[int, int]:
         """Run one statement; returns (lastrowid, rowcount)."""
-        async with self._use(what) as conn, conn.execute(sql, params) as cursor:
-            return cursor.lastrowid or 0, cursor.rowcount
+        return await self._on_worker(what, _write_one, sql, params)
+
+    async def _on_worker(
+        self,
+        what: str,
+        work: Callable[..., T],
+        *args: Any,
+        transaction: bool = False,
+    ) -> T:
+        """``work(sqlite3_connection, *args)`` in one trip to the connection's thread.
+
+        Each ``await conn.execute(...)`` is a hop between the event loop and aiosqlite's
+        thread (and closing its cursor another); the hot path's multi-statement steps run
+        here as one plain function instead. ``transaction``: inside ``BEGIN IMMEDIATE`` …
+        ``COMMIT``, rolled back on any error."""
+        async with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"session store: {what}: the store is not open")
+            with _translated(what):
+                job = _in_transaction if transaction else _plain
+                return cast(T, await _worker_call(conn, job, work, *args))
 
     async def active_session(self, key: SessionKey) -> int:
-        async with self._use("active_session", transaction=True) as conn:
-            rows = list(await conn.execute_fetchall(_ACTIVE_QUERY, _key_params(key)))
-            if rows:
-                return int(rows[0][0])
-            sql = (
-                "INSERT INTO sessions (channel, chat_id, topic_id, agent_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?)"
-            )
-            params = (*(_opt_text(p) for p in _key_params(key)), self._clock())
-            async with conn.execute(sql, params) as cursor:
-                return cursor.lastrowid or 0
+        stored = (*(_opt_text(p) for p in _key_params(key)), self._clock())
+        return await self._on_worker(
+            "active_session", _active_session, _key_params(key), stored, transaction=True
+        )
 
     async def append(
         self,
@@ -371,16 +455,10 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
             self._clock(),
             _opt_text(source),
         )
-        async with self._use("append") as conn:
-            async with conn.execute(_APPEND, params) as cursor:
-                if cursor.rowcount == 1:
-                    return cursor.lastrowid or 0
-            # Stored before (a replayed turn): the first copy stands.
-            sql = "SELECT id FROM messages WHERE session_id = ? AND source = ?"
-            rows = list(await conn.execute_fetchall(sql, (session_id, source)))
-            if not rows:
-                raise StoreError(f"session store: append to session {session_id} was refused")
-            return int(rows[0][0])
+        found = await self._on_worker("append", _append, params)
+        if found is None:
+            raise StoreError(f"session store: append to session {session_id} was refused")
+        return found
 
     async def set_extras(self, message_id: int, extras: JSONObject) -> None:
         sql = "UPDATE messages SET extras = ? WHERE id = ?"
@@ -405,6 +483,13 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
         sql = _SUMMARY_QUERY.replace("ORDER BY id", "ORDER BY id DESC LIMIT 1")
         rows = await self._fetch("latest_summary", sql, (session_id,))
         return Summary(*rows[0]) if rows else None
+
+    async def turn_context(self, session_id: int) -> tuple[Summary | None, list[StoredMessage]]:
+        summary_sql = _SUMMARY_QUERY.replace("ORDER BY id", "ORDER BY id DESC LIMIT 1")
+        summary, rows = await self._on_worker(
+            "turn_context", _turn_context, session_id, summary_sql
+        )
+        return summary, [_stored(row) for row in rows]
 
     async def add_summary(
         self, session_id: int, covers_up_to: int, text: str, model_name: str
