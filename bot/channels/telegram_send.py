@@ -12,8 +12,10 @@ says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from telegram import Bot
@@ -29,8 +31,43 @@ from bot.errors import ChannelRateLimited, ChannelUnavailable, MessageRejected
 log = logging.getLogger(__name__)
 
 MAX_UNAVAILABLE_RETRIES = 2  # 0.5 s, 1 s apart; then the chat's lane retries with backoff
+# Longer replies are rendered on a worker thread: a pathological 100 KB takes about a second
+# of markdown-it (4 KB of dense emphasis ~50 ms), which would stall every other chat on the
+# event loop meanwhile.
+RENDER_INLINE_CHARS = 1024
 
 T = TypeVar("T")
+
+
+async def render_reply(text: str) -> list[RenderedChunk]:
+    """``render_markdown(text)``, off the event loop when the text is long."""
+    if len(text) <= RENDER_INLINE_CHARS:
+        return render_markdown(text)
+    with _cyclic_gc_paused():
+        return await asyncio.to_thread(render_markdown, text)
+
+
+_renders_off_loop = 0  # touched on the event loop only
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """The cycle collector off while a long reply renders on a thread: the parser's
+    hundred thousand short-lived tokens would trigger full collections, and each holds the
+    GIL — stalling the event loop — for as long as it walks the heap. Reference counting
+    still frees them; a collection may run after the render as usual."""
+    global _renders_off_loop
+    if _renders_off_loop == 0 and not gc.isenabled():
+        yield  # someone else turned it off: theirs to turn back on
+        return
+    _renders_off_loop += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _renders_off_loop -= 1
+        if _renders_off_loop == 0:
+            gc.enable()
 
 
 def capped(chunks: list[RenderedChunk], max_messages: int) -> list[RenderedChunk]:
@@ -54,7 +91,7 @@ class TelegramSender:
         self, chat_id: int, text: str, thread: int | None, delivery: DeliveryLog | None
     ) -> None:
         first = delivery.first_chunk if delivery is not None else 0
-        rendered = render_markdown(text)
+        rendered = await render_reply(text)
         chunks = capped(rendered, self._max_messages)
         if first == 0 and len(chunks) < len(rendered):
             log.warning(
