@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import threading
 
 import pytest
 
+from bot.channels import telegram_send
 from bot.channels.telegram_render import (
     TELEGRAM_LIMIT,
     RenderedChunk,
@@ -369,3 +372,26 @@ def test_unterminated_fence_runs_to_the_end() -> None:
         'text\n\n<pre><code class="language-js">let a = 1 &lt; 2;\n\nstill code</code></pre>'
     )
     assert html("```") == "…"  # an empty code block is nothing to send
+
+
+async def test_a_long_reply_renders_off_the_event_loop_and_a_short_one_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pathological long reply takes about a second to render: on the loop, every other
+    # chat would wait for it.
+    seen: list[tuple[int, bool]] = []
+
+    def recording(text: str) -> list[RenderedChunk]:
+        seen.append((threading.get_ident(), gc.isenabled()))
+        return render_markdown(text)
+
+    monkeypatch.setattr(telegram_send, "render_markdown", recording)
+    loop_thread = threading.get_ident()
+    short = await telegram_send.render_reply("short *answer*")
+    long = await telegram_send.render_reply("a*" * 5_000)
+    assert [c.plain for c in short] == ["short answer"]
+    assert "".join(c.plain for c in long) == "".join(c.plain for c in render_markdown("a*" * 5_000))
+    assert seen[0] == (loop_thread, True)
+    assert seen[1][0] != loop_thread
+    assert seen[1][1] is False  # no full collection holds the GIL while it renders
+    assert gc.isenabled()
