@@ -234,7 +234,11 @@ _ACTIVE_QUERY = (
 
 
 def _stored(row: Any) -> StoredMessage:
-    content, calls, call_id, extras = row[3], decode_tool_calls(row[4]), row[5], json.loads(row[6])
+    # Most rows have neither tool calls nor extras: a turn reads the whole unsummarised
+    # history, so skipping two JSON decodes per row is worth the two comparisons.
+    calls = () if row[4] == "[]" else decode_tool_calls(row[4])
+    extras = {} if row[6] == "{}" else json.loads(row[6])
+    content, call_id = row[3], row[5]
     message = ChatMessage(row[2], content, calls, call_id, extras)
     return StoredMessage(row[0], row[1], message, row[7], Usage(row[8], row[9]), row[10])
 
