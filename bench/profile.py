@@ -67,7 +67,10 @@ def frame_name(frame: str) -> str:
 
 
 def print_py_spy(raw: Path, top: int) -> None:
-    """Aggregate py-spy's collapsed stacks (``thread;frame;frame count``)."""
+    """Aggregate py-spy's collapsed stacks (``thread (tid): name;frame;… count``).
+
+    SQLite's own work shows as ``_connection_worker_thread`` (aiosqlite's thread): the C
+    calls it makes have no Python frame."""
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
     threads: Counter[str] = Counter()
@@ -80,7 +83,7 @@ def print_py_spy(raw: Path, top: int) -> None:
         frames = stack.split(";")
         thread, frames = frames[0], [frame_name(f) for f in frames[1:]]
         total += count
-        threads[thread.split(" ")[0].strip('"')] += count
+        threads[thread.partition(": ")[2] or thread] += count  # "thread (tid): name"
         if frames:
             own[frames[-1]] += count
         for frame in set(frames):

@@ -8,6 +8,7 @@ import io
 import json
 import sqlite3
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -204,6 +205,27 @@ async def test_turn_context_is_the_latest_summary_and_what_follows_it(
         assert summary is not None
         assert summary.text == "m0 and m1"
         assert [m.message.content for m in history] == ["m2", "m3"]
+
+
+async def test_begin_turn_appends_once_per_source_and_reads_the_context(
+    store: SessionStore,
+) -> None:
+    other = SessionKey("telegram:alice", "43", None, "alice")
+    # The store's own version, then the seam's default built from three methods.
+    for key, begin in ((KEY, store.begin_turn), (other, partial(SessionStore.begin_turn, store))):
+        sid, first, (summary, history) = await begin(key, ChatMessage("user", "hi"), source="t:1")
+        assert sid == await store.active_session(key)
+        assert summary is None
+        assert [(m.id, m.message.content) for m in history] == [(first, "hi")]
+        await store.append(sid, ChatMessage("assistant", "hello"))
+        await store.add_summary(sid, first, "they greeted", "cheap")
+        # A replayed update: the same source stores nothing new; the context follows the summary.
+        again, same, (summary, history) = await begin(key, ChatMessage("user", "hi"), source="t:1")
+        assert (again, same) == (sid, first)
+        assert summary is not None
+        assert summary.text == "they greeted"
+        assert [m.message.content for m in history] == ["hello"]
+        assert await store.message_count(sid) == 2
 
 
 async def test_inbox_delivered_confirms_the_last_chunk_and_finishes_the_row(

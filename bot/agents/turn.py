@@ -28,7 +28,7 @@ from bot.sessions.context import (
     message_tokens,
     unsummarised_tokens,
 )
-from bot.sessions.store import SessionKey, SessionStore
+from bot.sessions.store import SessionKey, SessionStore, TurnContext
 from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject
 from bot.usage.cause import SUBAGENT, TOOL, TURN, for_purpose
 
@@ -108,18 +108,20 @@ class TurnRunner:
         source: str | None = None,
         media: PreparedTurn | None = None,
     ) -> TurnResult:
-        session_id = await self._store.active_session(key)
         extras = media.extras if media is not None else {}
-        message_id = await self._store.append(
-            session_id, ChatMessage("user", text, extras=extras), source=source
+        # The session, the person's message and the first round's context in one store step.
+        session_id, message_id, read = await self._store.begin_turn(
+            key, ChatMessage("user", text, extras=extras), source=source
         )
+        prefetched: TurnContext | None = read
         if extras:
             # Stored before (a replay, or a group that heard it first, without what its
             # files said): the references with their transcripts and texts go on it now.
             await self._store.set_extras(message_id, extras)
+            prefetched = None  # read again, with them
         images = ImageTurn.of(media, self._vision)
         try:
-            return await self._rounds(agent, route, key, session_id, depth, images)
+            return await self._rounds(agent, route, key, session_id, depth, images, prefetched)
         finally:
             if images is not None and images.adapter.description:
                 await self._store.set_extras(message_id, images.described(extras))
@@ -132,13 +134,15 @@ class TurnRunner:
         session_id: int,
         depth: int,
         images: ImageTurn | None,
+        prefetched: TurnContext | None = None,
     ) -> TurnResult:
         context = ToolContext(agent, route, session_id, depth)
         rounds = 0
         while True:
             purpose = SUBAGENT if depth > 0 else (TOOL if rounds else TURN)
             with for_purpose(purpose):
-                response, history_tokens = await self._ask(agent, session_id, images)
+                response, history_tokens = await self._ask(agent, session_id, images, prefetched)
+            prefetched = None  # later rounds read what the tools added
             await self._store.append(
                 session_id,
                 ChatMessage(
@@ -177,11 +181,15 @@ class TurnRunner:
         return TurnResult(response.text, response.model_name, session_id, rounds)
 
     async def _ask(
-        self, agent: Agent, session_id: int, images: ImageTurn | None = None
+        self,
+        agent: Agent,
+        session_id: int,
+        images: ImageTurn | None = None,
+        prefetched: TurnContext | None = None,
     ) -> tuple[ChatResponse, int]:
         """The model's answer, and the size of the unsummarised history it was built from."""
         first, history_tokens = await self._context(
-            agent, session_id, self._settings.context_window_tokens
+            agent, session_id, self._settings.context_window_tokens, prefetched
         )
         try:
             response = await self._request(agent, first, images)
@@ -209,10 +217,11 @@ class TurnRunner:
         return response, history_tokens
 
     async def _context(
-        self, agent: Agent, session_id: int, budget: int
+        self, agent: Agent, session_id: int, budget: int, read: TurnContext | None = None
     ) -> tuple[ContextWindow, int]:
-        """The window that fits ``budget``, and the size of the unsummarised history."""
-        summary, history = await self._store.turn_context(session_id)
+        """The window that fits ``budget``, and the size of the unsummarised history
+        (``read``: the store's answer already in hand)."""
+        summary, history = read or await self._store.turn_context(session_id)
         window = build_context(agent.persona, summary, history, budget)
         if window.dropped:
             log.info(

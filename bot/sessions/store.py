@@ -84,6 +84,10 @@ class SessionInfo:
     last_activity: float | None
 
 
+# What a turn's context is built from: the latest summary and every message after it.
+TurnContext = tuple[Summary | None, list[StoredMessage]]
+
+
 class SessionStore(InboxStore, UsageStore, PairingStore, GroupTurnStore):
     """Memory, durable inbox, usage, pairing, group turns. Raises only ``StoreError``."""
 
@@ -148,12 +152,22 @@ class SessionStore(InboxStore, UsageStore, PairingStore, GroupTurnStore):
     async def latest_summary(self, session_id: int) -> Summary | None:
         """The most recently added summary, or None before the first compaction."""
 
-    async def turn_context(self, session_id: int) -> tuple[Summary | None, list[StoredMessage]]:
+    async def turn_context(self, session_id: int) -> TurnContext:
         """What a turn's context is built from: the latest summary and every message after
         it. One step where the store can; this default is built from the methods above."""
         summary = await self.latest_summary(session_id)
         after = summary.covers_up_to if summary else 0
         return summary, await self.messages(session_id, after_id=after)
+
+    async def begin_turn(
+        self, key: SessionKey, message: ChatMessage, *, source: str | None = None
+    ) -> tuple[int, int, TurnContext]:
+        """A turn's first step: the key's active session, ``message`` appended to it (once
+        per ``source``, as ``append``: its id), and the turn context. One step where the
+        store can; this default is built from the methods above."""
+        session_id = await self.active_session(key)
+        message_id = await self.append(session_id, message, source=source)
+        return session_id, message_id, await self.turn_context(session_id)
 
     @abstractmethod
     async def summaries(self, session_id: int) -> list[Summary]:
@@ -307,13 +321,25 @@ def _append(db: sqlite3.Connection, params: tuple[Any, ...]) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-def _turn_context(
-    db: sqlite3.Connection, session_id: int, summary_sql: str
-) -> tuple[Summary | None, list[Any]]:
-    found = db.execute(summary_sql, (session_id,)).fetchall()
+_LATEST_SUMMARY = _SUMMARY_QUERY.replace("ORDER BY id", "ORDER BY id DESC LIMIT 1")
+
+
+def _turn_context(db: sqlite3.Connection, session_id: int) -> tuple[Summary | None, list[Any]]:
+    found = db.execute(_LATEST_SUMMARY, (session_id,)).fetchall()
     summary = Summary(*found[0]) if found else None
     sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id > ? ORDER BY id"
     return summary, db.execute(sql, (session_id, summary.covers_up_to if summary else 0)).fetchall()
+
+
+def _begin_turn(
+    db: sqlite3.Connection,
+    key: tuple[Any, ...],
+    stored_key: tuple[Any, ...],
+    params: tuple[Any, ...],
+) -> tuple[int, int | None, tuple[Summary | None, list[Any]]]:
+    session_id = _active_session(db, key, stored_key)
+    appended = _append(db, (session_id, *params[1:]))
+    return session_id, appended, _turn_context(db, session_id)
 
 
 class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTurns, SessionStore):
@@ -445,8 +471,22 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
         usage: Usage | None = None,
         source: str | None = None,
     ) -> int:
+        params = self._append_params(session_id, message, model_name, usage, source)
+        found = await self._on_worker("append", _append, params)
+        if found is None:
+            raise StoreError(f"session store: append to session {session_id} was refused")
+        return found
+
+    def _append_params(
+        self,
+        session_id: int,
+        message: ChatMessage,
+        model_name: str | None,
+        usage: Usage | None,
+        source: str | None,
+    ) -> tuple[Any, ...]:
         usage = usage or Usage()
-        params = (
+        return (
             session_id,
             message.role,
             _opt_text(message.content),
@@ -459,10 +499,6 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
             self._clock(),
             _opt_text(source),
         )
-        found = await self._on_worker("append", _append, params)
-        if found is None:
-            raise StoreError(f"session store: append to session {session_id} was refused")
-        return found
 
     async def set_extras(self, message_id: int, extras: JSONObject) -> None:
         sql = "UPDATE messages SET extras = ? WHERE id = ?"
@@ -488,12 +524,21 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
         rows = await self._fetch("latest_summary", sql, (session_id,))
         return Summary(*rows[0]) if rows else None
 
-    async def turn_context(self, session_id: int) -> tuple[Summary | None, list[StoredMessage]]:
-        summary_sql = _SUMMARY_QUERY.replace("ORDER BY id", "ORDER BY id DESC LIMIT 1")
-        summary, rows = await self._on_worker(
-            "turn_context", _turn_context, session_id, summary_sql
-        )
+    async def turn_context(self, session_id: int) -> TurnContext:
+        summary, rows = await self._on_worker("turn_context", _turn_context, session_id)
         return summary, [_stored(row) for row in rows]
+
+    async def begin_turn(
+        self, key: SessionKey, message: ChatMessage, *, source: str | None = None
+    ) -> tuple[int, int, TurnContext]:
+        stored_key = (*(_opt_text(p) for p in _key_params(key)), self._clock())
+        params = self._append_params(-1, message, None, None, source)
+        session_id, appended, (summary, rows) = await self._on_worker(
+            "begin_turn", _begin_turn, _key_params(key), stored_key, params, transaction=True
+        )
+        if appended is None:
+            raise StoreError(f"session store: append to session {session_id} was refused")
+        return session_id, appended, (summary, [_stored(row) for row in rows])
 
     async def add_summary(
         self, session_id: int, covers_up_to: int, text: str, model_name: str
