@@ -63,9 +63,9 @@ MODEL_REFUSED = "The model could not answer this message; try rephrasing it."
 STORE_FAILED = "I could not save this conversation just now; please try again shortly."
 # Telegram caps a message at 4096 characters; other channels (or a hostile API) may not.
 MAX_INBOUND_CHARS = 32_000
-# The backlog gauge is recounted at most this often: a COUNT after every answer cost a
-# store round trip per message.
-BACKLOG_REFRESH_S = 0.5
+# The backlog gauge is counted when /metrics is scraped (a COUNT after every answer cost a
+# store round trip per message); a store slower than this leaves the last count.
+BACKLOG_COUNT_WITHIN_S = 1.0
 
 ChannelFactory = Callable[[LoadedConfig, WorkSource], Iterable[Channel]]
 
@@ -137,7 +137,6 @@ class App:
         )
         self.refused: dict[str, ChannelError] = {}  # channel → why it did not start
         self.turns_served = 0
-        self._backlog_refresh: asyncio.Task[None] | None = None
         self.upkeep = StoreUpkeep(self.store, lambda: self.loaded.config.session)
         self.metrics.store_file_ok.set_function(lambda: float(self.upkeep.problem is None))
 
@@ -546,16 +545,15 @@ class App:
     async def _done(self, channel: str, outcome: str) -> None:
         if outcome == "delivered":
             self.metrics.messages_out.labels(bot=channel).inc()
-        if self._backlog_refresh is None or self._backlog_refresh.done():
-            self._backlog_refresh = asyncio.create_task(self._refresh_backlog_soon())
 
-    async def _refresh_backlog_soon(self) -> None:
-        """One recount for every answer finished within the next BACKLOG_REFRESH_S."""
-        await asyncio.sleep(BACKLOG_REFRESH_S)
+    async def metrics_page(self) -> str:
+        """The /metrics page, with the inbox backlog counted now."""
         try:
-            await self._refresh_backlog()
-        except StoreError as exc:  # the gauge stays stale; the next answer tries again
-            log.warning("inbox backlog not recounted: %s", exc)
+            async with asyncio.timeout(BACKLOG_COUNT_WITHIN_S):
+                await self._refresh_backlog()
+        except (TimeoutError, StoreError) as exc:  # the last count beats a failed scrape
+            log.warning("inbox backlog not counted for /metrics: %s", exc or "timed out")
+        return self.metrics.render()
 
     async def _refresh_backlog(self) -> None:
         self.metrics.inbox_backlog.set(await self.store.inbox_backlog())

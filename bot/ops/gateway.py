@@ -95,7 +95,7 @@ class HealthGateway:
         port: int,
         *,
         health: Callable[[], Awaitable[HealthReport]],
-        metrics: Callable[[], str],
+        metrics: Callable[[], str | Awaitable[str]],
         read_timeout: float = 5.0,
     ) -> None:
         self.host = host
@@ -151,6 +151,8 @@ class HealthGateway:
     async def _metrics_page(self, request: web.Request) -> web.Response:
         try:
             page = self._metrics()
+            if not isinstance(page, str):  # numbers that are read at scrape time
+                page = await page
         except Exception:
             log.exception("rendering /metrics failed")
             return web.Response(status=500, text="Internal Server Error\n", headers=_NO_STORE)

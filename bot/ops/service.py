@@ -104,7 +104,7 @@ async def _gateway(app: App) -> HealthGateway:
     """
     settings = app.loaded.config.gateway
     gateway = HealthGateway(
-        settings.host, settings.port, health=app.health, metrics=app.metrics.render
+        settings.host, settings.port, health=app.health, metrics=app.metrics_page
     )
     try:
         await gateway.start()
