@@ -70,7 +70,10 @@ def print_py_spy(raw: Path, top: int) -> None:
     """Aggregate py-spy's collapsed stacks (``thread (tid): name;frame;… count``).
 
     SQLite's own work shows as ``_connection_worker_thread`` (aiosqlite's thread): the C
-    calls it makes have no Python frame."""
+    calls it makes have no Python frame. py-spy cannot tell that thread waiting on its queue
+    (``tx.get``) or the event loop handing it work (``Connection._execute``: ``put_nowait``,
+    then the GIL handed back and forth) from running: those two lines are mostly the cost of
+    each trip between the threads, not of SQL."""
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
     threads: Counter[str] = Counter()
