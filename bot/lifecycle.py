@@ -240,6 +240,7 @@ class Lifecycle:
             await self._store.inbox_done(
                 ticket.channel, ticket.inbox_id, outcome=outcome, note=note
             )
+        if ticket.inbox_id is not None:
             for part in _grouped(ticket):  # an album's other rows end with it
                 album = f"album answered with update {ticket.inbox_id}"
                 await self._store.inbox_done(ticket.channel, part, outcome=outcome, note=album)
