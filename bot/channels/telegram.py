@@ -122,7 +122,8 @@ class TelegramChannel(Channel):
             ),
         )
         self._sender = TelegramSender(self._bot, self.name, spec.max_reply_messages)
-        self._files = TelegramFiles(self._bot, httpx.AsyncClient(follow_redirects=False))
+        files_client = httpx.AsyncClient(follow_redirects=False, verify=client_context())
+        self._files = TelegramFiles(self._bot, files_client)
         self._albums: AlbumGatherer | None = None
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
