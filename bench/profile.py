@@ -6,8 +6,8 @@ chats (bench/message_path.py's part (b)), and samples the bridge child while it 
   worker thread included; prints the top functions by own samples and by samples anywhere on
   the stack, and the share of each thread;
 - otherwise (or with --cprofile) the child runs under cProfile: the event-loop thread only
-  (SQLite's worker thread is invisible to it); prints the top functions by own and by total
-  time.
+  (SQLite's worker thread is invisible to it) over the child's whole life, start-up and
+  warm-up included; prints the top functions by own and by total time.
 Run: python bench/profile.py [--messages 1500] [--top 25] [--cprofile] [--out FILE]
 """
 
