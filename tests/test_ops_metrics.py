@@ -72,6 +72,7 @@ def test_bridge_metrics_names_types_and_moving_counters() -> None:
         "persona_bridge_store_file_ok": "gauge",
         "persona_bridge_tokens": "counter",
         "persona_bridge_cost_usd": "counter",
+        "persona_bridge_lease_takeovers": "counter",
     }
     labels = {"agent": "alice", "model": "gpt", "purpose": "tool"}
     assert samples[key("persona_bridge_tokens_total", **labels, kind="prompt")] == 200
