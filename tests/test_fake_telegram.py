@@ -511,3 +511,43 @@ async def test_webhook_deliveries_run_in_parallel_across_chats_but_in_order_with
         await runner.cleanup()
     assert sorted(before_release) == [1, 3]  # a2 waits for a1; b1 does not
     assert arrivals[-1] == 2
+
+
+async def test_a_webhook_routed_to_several_servers_takes_them_in_turn_keeping_chat_order(
+    fake: FakeTelegram, bot: telegram.Bot
+) -> None:
+    """Round-robin over two servers, a retry included; one chat still goes one at a time."""
+    arrivals: list[tuple[str, int]] = []  # (server, update_id)
+    refuse_once = {3}
+    runners = []
+    for name in ("left", "right"):
+
+        async def receive(request: web.Request, name: str = name) -> web.Response:
+            update_id = (await request.json())["update_id"]
+            arrivals.append((name, update_id))
+            if update_id in refuse_once:
+                refuse_once.discard(update_id)
+                return web.Response(status=503)
+            return web.Response(status=200)
+
+        app = web.Application()
+        app.router.add_post("/{bot}", receive)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+    bases = [f"http://127.0.0.1:{r.addresses[0][1]}" for r in runners]
+    try:
+        fake.route_webhooks("https://lb.example.test", *bases)
+        assert await bot.set_webhook("https://lb.example.test/x")
+        for n in range(4):
+            fake.inject_message(TOKEN, CHAT, f"m{n}")
+        await fake.wait_for_deliveries(TOKEN, 5)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+    log = fake.webhook_delivery_log(TOKEN)
+    assert [(u, s) for u, s, _ in log] == [(1, 200), (2, 200), (3, 503), (3, 200), (4, 200)]
+    assert [base for _, _, base in log] == [bases[0], bases[1]] * 2 + [bases[0]]
+    assert [u for _, u in arrivals] == [1, 2, 3, 3, 4]  # the chat's order, across both
+    assert fake.webhook_deliveries(TOKEN) == [(u, s) for u, s, _ in log]

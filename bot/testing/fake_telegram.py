@@ -17,7 +17,9 @@ requests at once per bot, but one chat's updates one at a time, in update_id ord
 waits for the previous one's answer). A 2xx confirms an update; anything else, or no answer,
 is retried after a short, growing pause, and after ``WEBHOOK_ATTEMPTS`` the update is dropped,
 as Telegram gives up after "a reasonable number of attempts". A URL nobody mapped is never
-contacted (no network): its updates wait, as for an unreachable host.
+contacted (no network): its updates wait, as for an unreachable host. A prefix routed to
+several local servers spreads the POSTs over them in turn (round-robin, as a load balancer in
+front of several bridge processes does); Telegram's per-chat order holds all the same.
 """
 
 from __future__ import annotations
@@ -142,6 +144,19 @@ class _Fault:
 
 
 @dataclass
+class _Route:
+    """Where one public webhook prefix leads: one local base, or several taken in turn."""
+
+    bases: list[str]
+    turn: int = 0
+
+    def next_base(self) -> str:
+        base = self.bases[self.turn % len(self.bases)]
+        self.turn += 1
+        return base
+
+
+@dataclass
 class _BotState:
     bot: FakeBot
     next_update_id: int = 1
@@ -166,6 +181,7 @@ class _BotState:
     max_connections: int = 40
     webhook_pusher: asyncio.Task[None] | None = None
     deliveries: list[tuple[int, int]] = field(default_factory=list)  # (update_id, status)
+    delivered_to: list[str] = field(default_factory=list)  # the local base of each delivery
 
     def user(self) -> dict[str, Any]:
         return {
@@ -298,7 +314,7 @@ class FakeTelegram:
         self._stopped = asyncio.Event()
         self._poll_signal = _Signal()
         self._delivery_signal = _Signal()
-        self._proxies: dict[str, str] = {}  # public URL prefix → local base URL
+        self._proxies: dict[str, _Route] = {}  # public URL prefix → its local base URL(s)
         self._client: aiohttp.ClientSession | None = None
         self.calls: list[ApiCall] = []
         self.files = FileShelf()
@@ -388,15 +404,26 @@ class FakeTelegram:
         """Leave a webhook set, as another deployment might: polling then gets 409."""
         self._state(token).webhook_url = url
 
-    def route_webhooks(self, public_prefix: str, local_base: str) -> None:
+    def route_webhooks(self, public_prefix: str, local_base: str, *more_bases: str) -> None:
         """Deliver webhooks for URLs under ``public_prefix`` to ``local_base`` instead (what a
         TLS-ending reverse proxy does): ``https://bot.example/x/alice`` →
-        ``http://127.0.0.1:8081/x/alice`` minus the prefix, i.e. ``…:8081/alice``."""
-        self._proxies[public_prefix.rstrip("/")] = local_base.rstrip("/")
+        ``http://127.0.0.1:8081/x/alice`` minus the prefix, i.e. ``…:8081/alice``.
+
+        With ``more_bases``, each POST (a retry too) goes to the next base in turn, as a
+        round-robin load balancer in front of several processes sends it."""
+        bases = [base.rstrip("/") for base in (local_base, *more_bases)]
+        self._proxies[public_prefix.rstrip("/")] = _Route(bases)
 
     def webhook_deliveries(self, token: str) -> list[tuple[int, int]]:
         """Every webhook POST so far as (update_id, HTTP status; 0 when nothing answered)."""
         return list(self._state(token).deliveries)
+
+    def webhook_delivery_log(self, token: str) -> list[tuple[int, int, str]]:
+        """Every webhook POST so far as (update_id, HTTP status, the local base it went to)."""
+        state = self._state(token)
+        return [
+            (u, s, base) for (u, s), base in zip(state.deliveries, state.delivered_to, strict=True)
+        ]
 
     async def wait_for_deliveries(
         self,
@@ -847,10 +874,11 @@ class FakeTelegram:
 
     # -- webhook delivery ------------------------------------------------------------------
 
-    def _local_url(self, url: str) -> str | None:
-        for prefix, local in self._proxies.items():
+    def _route(self, url: str) -> tuple[_Route, str] | None:
+        """The route of ``url`` and the path below its prefix; None when nobody mapped it."""
+        for prefix, route in self._proxies.items():
             if url == prefix or url.startswith(prefix + "/"):
-                return local + url[len(prefix) :]
+                return route, url[len(prefix) :]
         return None
 
     async def _stop_pushing(self, state: _BotState) -> None:
@@ -863,9 +891,10 @@ class FakeTelegram:
         """Deliver queued updates: up to ``max_connections`` at once, but never two of one
         chat, and each chat's in update_id order (a chat's next update waits until its
         previous one is answered with a 2xx or given up)."""
-        target = self._local_url(state.webhook_url)
-        if target is None:
+        routed = self._route(state.webhook_url)
+        if routed is None:
             return  # not routed: never leave 127.0.0.1; the updates wait
+        route, path = routed
         if self._client is None:
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         headers = {_SECRET_HEADER: state.webhook_secret} if state.webhook_secret else {}
@@ -881,7 +910,9 @@ class FakeTelegram:
                     waiting.add(chat)
                     if len(posting) < state.max_connections:
                         posting[update["update_id"]] = asyncio.create_task(
-                            self._post_update(state, self._client, target, headers, update, posting)
+                            self._post_update(
+                                state, self._client, route, path, headers, update, posting
+                            )
                         )
                 await state.signal.wait(1.0)
         finally:
@@ -893,7 +924,8 @@ class FakeTelegram:
         self,
         state: _BotState,
         client: aiohttp.ClientSession,
-        target: str,
+        route: _Route,
+        path: str,
         headers: dict[str, str],
         update: dict[str, Any],
         posting: dict[int, asyncio.Task[None]],
@@ -902,12 +934,14 @@ class FakeTelegram:
         chat may go."""
         pause = WEBHOOK_RETRY_S
         for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+            base = route.next_base()
             try:
-                async with client.post(target, json=update, headers=headers) as answer:
+                async with client.post(base + path, json=update, headers=headers) as answer:
                     status = answer.status
             except (aiohttp.ClientError, TimeoutError):
                 status = 0
             state.deliveries.append((update["update_id"], status))
+            state.delivered_to.append(base)
             self._delivery_signal.notify()
             if 200 <= status < 300:
                 break
