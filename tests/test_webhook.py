@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import socket
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -372,3 +375,76 @@ async def test_a_reload_with_another_public_url_registers_it(
     assert await bridge.stop() == 0
     assert reply.text.endswith("] via the new address")
     assert fake_telegram.calls_to("getUpdates", ALICE.token) == []
+
+
+async def test_two_processes_behind_one_round_robin_webhook_keep_each_chats_order(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM, pg_dsn: str
+) -> None:
+    """Two bridges on one PostgreSQL database behind one public URL, the fake spreading its
+    POSTs over both in turn (a load balancer).
+
+    Why this fails if per-chat order across processes broke: each process answers 200 as
+    soon as the update is stored, and the fake then sends the chat's next update (to the
+    other process, or whichever is next in turn) while the first one's turn is still
+    running (turns take up to 0.15 s). So both processes hold pending rows of one chat at
+    once, and both are woken for them; only the claim rule (a chat is claimed by one live
+    process at a time, oldest row first) keeps them from running that chat's turns side by
+    side, where turns of random length would be answered out of order."""
+    rng = random.Random(16)
+    fake_llm.set_default(None, lambda request: Slow(rng.uniform(0.0, 0.15)))
+    fake_telegram.add_bot(ALICE.token, "alice_bot")
+    ports = [free_port(), free_port()]
+    locals_ = [f"http://127.0.0.1:{port}" for port in ports]
+    fake_telegram.route_webhooks(PUBLIC, *locals_)
+    bridges = []
+    for name, port in zip(("p1", "p2"), ports, strict=True):
+        config = make_config(
+            telegram_base=fake_telegram.base_url, llm_base=fake_llm.openai_base, bots=[ALICE]
+        )
+        config["channels"]["telegram_bots"][0] |= {"updates": "webhook", "webhook_secret": SECRET}
+        config["webhook"] = {"host": "127.0.0.1", "port": port, "public_url": PUBLIC}
+        config["session"] = {"database": pg_dsn}
+        (tmp_path / name).mkdir()
+        bridges.append(BridgeProcess.write(tmp_path / name, config))
+    await asyncio.gather(*(bridge.start() for bridge in bridges))
+    for bridge in bridges:
+        await bridge.wait_for_log("persona-bridge ready")
+    assert fake_telegram.webhook_url(ALICE.token) == f"{PUBLIC}/alice"
+
+    chats = [31, 32, 33, 34]
+    order: dict[int, list[str]] = {chat: [] for chat in chats}
+    for n in range(6):  # injected at once, interleaved: every chat has a backlog
+        for chat in chats:
+            text = f"chat {chat} message {n}"
+            fake_telegram.inject_message(ALICE.token, chat_id=chat, text=text)
+            order[chat].append(text)
+    total = sum(len(texts) for texts in order.values())
+    for chat, texts in order.items():
+        await fake_telegram.wait_for_sent(ALICE.token, len(texts), chat_id=chat, timeout=15)
+    async with httpx.AsyncClient() as http:
+        wrong = [
+            await http.post(
+                f"{local}/alice",
+                json=update(990, 35, "forged"),
+                headers={HEADER: SECRET[:-1] + "x"},
+            )
+            for local in locals_
+        ]
+    for bridge in bridges:
+        assert await bridge.stop() == 0
+
+    answered = Counter(m.text.rsplit("] ", 1)[-1] for m in fake_telegram.sent(ALICE.token))
+    assert answered == Counter(text for texts in order.values() for text in texts)  # once each
+    for chat, texts in order.items():
+        sent = [m.text.rsplit("] ", 1)[-1] for m in fake_telegram.sent(ALICE.token, chat)]
+        assert sent == texts  # per-chat order, across both processes
+    log = fake_telegram.webhook_delivery_log(ALICE.token)
+    assert sorted(u for u, status, _ in log if status == 200) == list(range(1, total + 1))
+    assert {base for _, status, base in log if status == 200} == set(locals_)  # both served
+    assert [r.status_code for r in wrong] == [401, 401]
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await conn.fetch("SELECT status, outcome FROM inbox")
+    finally:
+        await conn.close()
+    assert Counter((r["status"], r["outcome"]) for r in rows) == {("done", "delivered"): total}
