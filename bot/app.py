@@ -52,6 +52,8 @@ from bot.sessions.lock import StoreLock
 from bot.sessions.select import store_for
 from bot.sessions.store import SessionStore
 from bot.sessions.upkeep import StoreUpkeep
+from bot.streaming.preview import Preview
+from bot.streaming.turn import RunningTurns, TurnStream
 from bot.types import JSONObject
 from bot.usage.cause import CallCause, charged_to
 from bot.usage.meter import UsageMeter
@@ -106,6 +108,7 @@ class App:
         self.cooldowns = CooldownBook(redactor=self.redactor)
         self.metrics.track_cooldowns(self.cooldowns.snapshot)
         self.lanes = ChatLanes()
+        self.running = RunningTurns()  # for /stop, which must not queue behind its turn
         self.chat_moves: dict[tuple[str, str], str] = {}
         self._replayed: dict[str, asyncio.Event] = {}  # channel → its stored rows are queued
         # Webhook bots register here; it listens only while a bot of `run` uses webhook mode.
@@ -401,8 +404,28 @@ class App:
         if message.moved_to is not None:
             await self._chat_moved(message.channel, message.chat_id, message.moved_to)
             return
+        if parse_command(message.text) == "stop":
+            self._stop(message)
+            return
         self.metrics.messages_in.labels(bot=message.channel).inc()
         self.work.arrived(message)
+
+    def _stop(self, message: InboundMessage) -> None:
+        """/stop (or a draft's stop button) acts now, not after the turn it stops. When it
+        stopped something, the stopped answer says so and /stop itself gets no reply."""
+        stopped = self.running.stop(message.chat_key)
+        log.info(
+            "channel=%s chat=%s: /stop (%s)",
+            message.channel,
+            message.chat_id,
+            "stopped the running turn" if stopped else "nothing running",
+        )
+        if message.generation_stopped and not stopped:
+            return  # a late press of a draft's button: nothing to say
+        ticket = Ticket.of(message)
+        if stopped:
+            ticket.settled = "stopped the running turn"
+        self._submit(ticket)
 
     def _submit(self, ticket: Ticket) -> None:
         if ticket.message and (sibling := self.groups.roster.sibling(ticket.message)):
@@ -426,7 +449,9 @@ class App:
                 seats.append(Seat(bot.channel, bot.group_policy, agent.id, agent.display_name))
         return seats
 
-    async def _generate(self, message: InboundMessage, channel: Channel) -> str | None:
+    async def _generate(
+        self, message: InboundMessage, channel: Channel, preview: Preview | None = None
+    ) -> str | None:
         """The reply to one message, or None when no binding routes its chat."""
         async with self.generation.use() as generation:
             route = generation.router.route(message.channel, message.chat_id, message.topic_id)
@@ -435,7 +460,7 @@ class App:
                 return None
             started = time.monotonic()
             try:
-                reply = await self._reply(generation, message, route, channel)
+                reply = await self._reply(generation, message, route, channel, preview)
             except StoreError as exc:
                 log.error(
                     "store failed for channel=%s chat=%s: %s", route.channel, route.chat_id, exc
@@ -447,7 +472,12 @@ class App:
             return reply
 
     async def _reply(
-        self, generation: Generation, message: InboundMessage, route: Route, channel: Channel
+        self,
+        generation: Generation,
+        message: InboundMessage,
+        route: Route,
+        channel: Channel,
+        preview: Preview | None = None,
     ) -> str | None:
         agent = generation.agents[route.agent_id]
         # Every model call of this turn, and the background work it starts, is charged here.
@@ -480,13 +510,19 @@ class App:
         source = None if message.inbox_id is None else f"{message.channel}:{message.inbox_id}"
         if self.groups.takes(Ticket.of(message)):
             source = group_source(message)  # maybe stored already, as the group heard it
+        # Streamed whenever the channel shows a preview; /stop reaches the turn through
+        # ``self.running``. The turn's own task copies this context, charges included.
+        stream = TurnStream(preview)
         try:
             with charged_to(cause):
                 async with channel.typing(route.chat_id, route.topic_id):
                     text = message.text if prepared is None else prepared.text
-                    result = await generation.runner.run(
-                        agent, route, text, source=source, media=prepared
-                    )
+                    with self.running.running(message.chat_key, stream):
+                        result = await stream.run(
+                            generation.runner.run(
+                                agent, route, text, source=source, media=prepared, stream=stream
+                            )
+                        )
         except BudgetExhausted as exc:
             log.warning("turn channel=%s agent=%s: over budget", route.channel, agent.id)
             return exc.sentence

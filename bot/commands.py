@@ -1,5 +1,6 @@
 """Chat commands every channel understands: /start, /help, /new, /status, /usage (SPEC §5,
-§12), and the admins' /approve CODE (SPEC §13)."""
+§12), the admins' /approve CODE (SPEC §13), and /stop (SPEC §10: the App acts on it the moment
+it arrives; what reaches here found nothing running)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from bot.usage.report import is_admin, usage_reply
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("start", "help", "new", "status", "usage", "approve")
+COMMANDS = ("start", "help", "new", "status", "usage", "approve", "stop")
 NOT_ADMIN = "Only an admin of this bridge can approve pairing codes."
 # Roles that serve a chat's turns directly (SPEC §11), shown by /status when configured.
 MEDIA_ROLES = (("vision", "Images described by"), ("transcription", "Voice transcribed by"))
+NOTHING_RUNNING = "Nothing is being written right now, so there is nothing to stop."
 
 
 def parse_command(text: str) -> str | None:
@@ -68,6 +70,8 @@ class CommandHandler:
             return f"Hi, I'm {agent.display_name}. Just write to me.\n\n{self._help()}"
         if command == "help":
             return self._help()
+        if command == "stop":
+            return NOTHING_RUNNING
         if command == "new":
             archived = await self._store.archive(session_key(route))
             if archived is None:
@@ -127,6 +131,7 @@ class CommandHandler:
             "/new — start a fresh conversation (the old one is archived)\n"
             "/status — who answers, on which models, and how big this conversation is\n"
             "/usage — the tokens you used with me today and this month\n"
+            "/stop — stop the answer being written (what was written so far is kept)\n"
             "/help — this list"
         )
 

@@ -3,6 +3,7 @@
     stored ──claim──▶ queued in its chat's lane ──▶ generating ──▶ reply stored
         ──▶ chunk k sending ──▶ chunk k sent ──▶ … ──▶ done: delivered
                                                   └──▶ done: given up (reason logged)
+              generating ··▶ preview message kept (streaming: its id on the row)
 
 A unit is an inbound update (answered by an agent turn) or a spawned task (its result
 is the reply). Every path — a fresh update, the replay after a crash, a reload, a retry
@@ -19,7 +20,12 @@ inside its chat's lane, so per-chat order and the exactly-once rules hold for al
 - rate limits are waited out by the sender and never count as failure;
 - a row is done only when delivered, or deliberately given up with a logged reason
   (the bot was blocked, the chat is gone, Telegram refuses that message for good);
-- a group that became a supergroup: the reply, the sessions and the routing follow it.
+- a group that became a supergroup: the reply, the sessions and the routing follow it;
+- streaming (SPEC §10): while generating, the channel's preview shows the answer growing;
+  the preview's message id is kept on the row the moment it exists, and the reply's first
+  chunk *edits* that message instead of sending one. After a crash mid-stream the turn is
+  generated again into the same preview, so the chat never shows a half answer beside a
+  whole one. Only a preview whose send was in flight at the crash can be left behind.
 
 Rows are claimed by the process (``owner``) whose lane holds them; a channel's start
 claims only rows nobody in this process holds, so a reload never re-answers anything.
@@ -43,6 +49,7 @@ from bot.lanes import RetryLater
 from bot.sessions.inbox import InboxRow
 from bot.sessions.outbox import InboxDelivery
 from bot.sessions.store import SessionStore
+from bot.streaming.preview import Preview
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,8 @@ class Ticket:
     next_chunk: int = 0
     in_flight: bool = False  # after a crash: chunk ``next_chunk`` may have arrived already
     failures: int = 0
+    preview_id: str | None = None  # the streamed preview the reply's first chunk replaces
+    settled: str | None = None  # nothing to send: done as skipped, with this note (a /stop)
 
     @classmethod
     def of(cls, message: InboundMessage) -> Ticket:
@@ -86,6 +95,7 @@ class Ticket:
             row.reply,
             row.chunks_sent,
             in_flight and row.reply is not None,
+            preview_id=row.preview_id,
         )
 
     @property
@@ -105,7 +115,7 @@ def in_group(chat_id: str) -> bool:
     return chat_id.startswith("-")
 
 
-Generate = Callable[[InboundMessage, Channel], Awaitable[str | None]]
+Generate = Callable[[InboundMessage, Channel, Preview | None], Awaitable[str | None]]
 OnMove = Callable[[str, str, str], Awaitable[None]]
 OnDone = Callable[[str, str], Awaitable[None]]
 
@@ -133,11 +143,14 @@ class Lifecycle:
         if self._channels.get(ticket.channel) is None:
             await self._release(ticket, "its channel is not running")
             return
+        if ticket.settled is not None:
+            await self._finish(ticket, SKIPPED, ticket.settled)
+            return
         if ticket.reply is None:
             if ticket.message is None:  # a task row without result: its task owns it
                 return
             channel = self._channels[ticket.channel]
-            reply = await self._generate(ticket.message, channel)
+            reply = await self._generate_previewed(ticket, ticket.message, channel)
             if reply is None:
                 await self._finish(ticket, SKIPPED, "not answered (no binding, or not for us)")
                 return
@@ -165,6 +178,30 @@ class Lifecycle:
             )
         await self._on_done(ticket.channel, SKIPPED)
 
+    async def _generate_previewed(
+        self, ticket: Ticket, message: InboundMessage, channel: Channel
+    ) -> str | None:
+        """Generate with the channel's preview (if it streams) showing the answer grow."""
+
+        async def keep(message_id: str) -> None:
+            ticket.preview_id = message_id
+            if ticket.inbox_id is not None:
+                await self._store.inbox_preview(ticket.channel, ticket.inbox_id, message_id)
+
+        preview = channel.preview(
+            ticket.chat_id,
+            ticket.topic_id,
+            message.chat_type,
+            message_id=ticket.preview_id,
+            keep=keep,
+        )
+        try:
+            return await self._generate(message, channel, preview)
+        finally:
+            if preview is not None:
+                await preview.finish()
+                ticket.preview_id = preview.message_id or ticket.preview_id
+
     async def _deliver(self, ticket: Ticket, reply: str) -> None:
         # Looked up now, not at the start of the turn: after a reload the new channel sends.
         channel = self._channels.get(ticket.channel)
@@ -177,7 +214,13 @@ class Lifecycle:
                 self._store, ticket.channel, ticket.inbox_id, ticket.next_chunk
             )
         try:
-            await channel.send(ticket.chat_id, reply, topic_id=ticket.topic_id, delivery=delivery)
+            await channel.send(
+                ticket.chat_id,
+                reply,
+                topic_id=ticket.topic_id,
+                delivery=delivery,
+                replace=ticket.preview_id,
+            )
         except ChatMoved as exc:
             if delivery is not None:
                 ticket.next_chunk = delivery.next_chunk

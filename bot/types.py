@@ -8,8 +8,6 @@ from typing import Any, Literal
 
 Role = Literal["user", "assistant", "tool"]
 JSONObject = dict[str, Any]
-# Receives text as it is generated; once called, the text has reached the user.
-TextSink = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -111,8 +109,10 @@ class ChatRequest:
     messages: tuple[ChatMessage, ...]
     tools: tuple[ToolSpec, ...] = ()
     max_tokens: int | None = None
-    # Providers that can stream send text deltas here; others ignore it.
-    stream_to: TextSink | None = field(default=None, compare=False)
+    # Set: the call is streamed and every delta goes here as it arrives (providers that
+    # cannot stream send the whole text at the end). Once it was called with text, that
+    # text may have reached the user.
+    stream_to: StreamSink | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -129,3 +129,33 @@ class ChatResponse:
     model_name: str = ""
     extras: JSONObject = field(default_factory=dict, compare=False)
     truncated: bool = False
+
+
+# -- streaming: what ``Provider.stream`` yields ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the answer's text, in order."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of tool call ``index``: its name when it starts, then argument fragments."""
+
+    index: int
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class StreamDone:
+    """The last event of every complete stream: the whole answer, usage included."""
+
+    response: ChatResponse
+
+
+StreamEvent = TextDelta | ToolCallDelta | StreamDone
+StreamSink = Callable[[TextDelta | ToolCallDelta], Awaitable[None]]

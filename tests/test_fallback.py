@@ -27,7 +27,7 @@ from bot.providers.fallback import FallbackChain, RoleChains
 from bot.routing import Route
 from bot.sessions.store import SqliteSessionStore
 from bot.testing import EmptyChoices, FakeLLM, Fault, Hang, Malformed, Reply
-from bot.types import ChatMessage, ChatRequest, ChatResponse
+from bot.types import ChatMessage, ChatRequest, ChatResponse, TextDelta, ToolCallDelta
 
 REQUEST = ChatRequest(system="You are a test.", messages=(ChatMessage("user", "hello"),))
 
@@ -233,8 +233,9 @@ async def test_streamed_text_reaches_the_sink(chain: FallbackChain, fake_llm: Fa
     fake_llm.script("primary-id", Reply("one two three four five six seven eight"))
     pieces: list[str] = []
 
-    async def sink(text: str) -> None:
-        pieces.append(text)
+    async def sink(event: TextDelta | ToolCallDelta) -> None:
+        assert isinstance(event, TextDelta)
+        pieces.append(event.text)
 
     request = ChatRequest(system="s", messages=(ChatMessage("user", "hi"),), stream_to=sink)
     response = await chain.chat(ChainSpec(primary="primary"), request)
@@ -248,7 +249,7 @@ class HalfStream(Provider):
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         assert request.stream_to is not None
-        await request.stream_to("Hel")
+        await request.stream_to(TextDelta("Hel"))
         raise ProviderUnavailable("connection reset mid-stream")
 
 
@@ -264,8 +265,9 @@ async def test_no_other_model_after_output_reached_the_user(
     chain = FallbackChain(dispatcher, CooldownBook(clock))
     shown: list[str] = []
 
-    async def sink(text: str) -> None:
-        shown.append(text)
+    async def sink(event: TextDelta | ToolCallDelta) -> None:
+        assert isinstance(event, TextDelta)
+        shown.append(event.text)
 
     request = ChatRequest(system="s", messages=(ChatMessage("user", "hi"),), stream_to=sink)
     with pytest.raises(AllModelsFailed):

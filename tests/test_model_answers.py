@@ -31,7 +31,7 @@ from bot.testing import (
     Truncated,
     Unterminated,
 )
-from bot.types import ChatMessage, ChatRequest, ChatResponse, Usage
+from bot.types import ChatMessage, ChatRequest, ChatResponse, TextDelta, ToolCallDelta, Usage
 
 REQUEST = ChatRequest(system="s", messages=(ChatMessage("user", "hello"),))
 # Each is JSON text written verbatim as every token count of an answer.
@@ -70,8 +70,9 @@ def anthropic(fake: FakeLLM, client: httpx.AsyncClient) -> AnthropicProvider:
 
 
 async def collect(request: ChatRequest, pieces: list[str]) -> ChatRequest:
-    async def sink(text: str) -> None:
-        pieces.append(text)
+    async def sink(event: TextDelta | ToolCallDelta) -> None:
+        if isinstance(event, TextDelta):
+            pieces.append(event.text)
 
     return ChatRequest(system=request.system, messages=request.messages, stream_to=sink)
 

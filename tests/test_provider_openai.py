@@ -10,7 +10,7 @@ import pytest
 from bot.config.schema import ModelEntry
 from bot.providers.openai import OpenAIProvider
 from bot.testing import FakeLLM, Reply, ToolCall
-from bot.types import ChatMessage, ChatRequest, ToolSpec
+from bot.types import ChatMessage, ChatRequest, TextDelta, ToolCallDelta, ToolSpec
 from bot.types import ToolCall as OurToolCall
 
 WEATHER = ToolSpec(
@@ -141,8 +141,9 @@ async def test_streamed_tool_call_is_reassembled(
     )
     pieces: list[str] = []
 
-    async def sink(text: str) -> None:
-        pieces.append(text)
+    async def sink(event: TextDelta | ToolCallDelta) -> None:
+        if isinstance(event, TextDelta):
+            pieces.append(event.text)
 
     request = ChatRequest(system="s", messages=(ChatMessage("user", "hi"),), stream_to=sink)
     response = await provider(fake_llm, client, strict=False).chat(request)
@@ -157,8 +158,9 @@ async def test_streamed_plain_reply(fake_llm: FakeLLM, client: httpx.AsyncClient
     fake_llm.script("qwen-test", Reply("alpha beta gamma delta"))
     seen: list[str] = []
 
-    async def sink(text: str) -> None:
-        seen.append(text)
+    async def sink(event: TextDelta | ToolCallDelta) -> None:
+        if isinstance(event, TextDelta):
+            seen.append(event.text)
 
     request = ChatRequest(system="", messages=(ChatMessage("user", "x"),), stream_to=sink)
     response = await provider(fake_llm, client, strict=True).chat(request)

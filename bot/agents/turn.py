@@ -8,6 +8,7 @@ that was said and ``/status`` can say which model answered. The tool loop is bou
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from bot.agents.agent import Agent
 from bot.agents.tools import ToolContext, ToolRegistry
 from bot.config.schema import SessionSettings
-from bot.errors import ContextWindowExceeded
+from bot.errors import AllModelsFailed, ContextWindowExceeded
 from bot.media.history import IMAGE_KINDS, media_refs
 from bot.media.intake import PreparedTurn
 from bot.media.vision import ImageAdapter, VisionModels
@@ -29,7 +30,8 @@ from bot.sessions.context import (
     unsummarised_tokens,
 )
 from bot.sessions.store import SessionKey, SessionStore, TurnContext
-from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject
+from bot.streaming.turn import TurnStream, mark_broken, mark_stopped
+from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall
 from bot.usage.cause import SUBAGENT, TOOL, TURN, for_purpose
 
 log = logging.getLogger(__name__)
@@ -82,12 +84,24 @@ class TurnRunner:
         text: str,
         source: str | None = None,
         media: PreparedTurn | None = None,
+        stream: TurnStream | None = None,
     ) -> TurnResult:
         """A chat turn: the person's message in the chat's session. ``source`` names the
         update it came from, so a replayed turn does not store the message twice. ``media``:
-        what came with it (bot.media) — references stored, images sent this turn only."""
+        what came with it (bot.media) — references stored, images sent this turn only.
+
+        With ``stream`` the models stream into it; a ``/stop`` (``stream.stop()``) or a model
+        failing after its text was shown ends the turn with the text shown so far, stored
+        with a note saying so."""
         return await self._turn(
-            agent, route, session_key(route), text, depth=0, source=source, media=media
+            agent,
+            route,
+            session_key(route),
+            text,
+            depth=0,
+            source=source,
+            media=media,
+            stream=stream,
         )
 
     async def run_task(
@@ -107,6 +121,7 @@ class TurnRunner:
         depth: int,
         source: str | None = None,
         media: PreparedTurn | None = None,
+        stream: TurnStream | None = None,
     ) -> TurnResult:
         extras = media.extras if media is not None else {}
         # The session, the person's message and the first round's context in one store step.
@@ -120,8 +135,22 @@ class TurnRunner:
             await self._store.set_extras(message_id, extras)
             prefetched = None  # read again, with them
         images = ImageTurn.of(media, self._vision)
+        progress = _Progress(session_id, stream)
         try:
-            return await self._rounds(agent, route, key, session_id, depth, images, prefetched)
+            return await self._rounds(agent, route, session_id, depth, images, progress, prefetched)
+        except asyncio.CancelledError:
+            if stream is None or not stream.stopped:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # our own /stop, not a shutdown: the turn ends normally
+            log.info("agent %s: turn stopped by /stop", agent.id)
+            return await self._cut(progress, mark_stopped(stream.text), "stopped")
+        except AllModelsFailed:
+            if stream is None or not stream.text:
+                raise
+            # Text already reached the chat: no other model, the answer ends with a note.
+            return await self._cut(progress, mark_broken(stream.text), "failed")
         finally:
             if images is not None and images.adapter.description:
                 await self._store.set_extras(message_id, images.described(extras))
@@ -130,19 +159,25 @@ class TurnRunner:
         self,
         agent: Agent,
         route: Route,
-        key: SessionKey,
         session_id: int,
         depth: int,
         images: ImageTurn | None,
+        progress: _Progress,
         prefetched: TurnContext | None = None,
     ) -> TurnResult:
         context = ToolContext(agent, route, session_id, depth)
+        stream = progress.stream
         rounds = 0
         while True:
+            if stream is not None:
+                stream.new_round()
             purpose = SUBAGENT if depth > 0 else (TOOL if rounds else TURN)
             with for_purpose(purpose):
-                response, history_tokens = await self._ask(agent, session_id, images, prefetched)
+                response, history_tokens = await self._ask(
+                    agent, session_id, images, prefetched, stream
+                )
             prefetched = None  # later rounds read what the tools added
+            progress.model_name = response.model_name
             await self._store.append(
                 session_id,
                 ChatMessage(
@@ -156,6 +191,7 @@ class TurnRunner:
             )
             if not response.tool_calls:
                 break
+            progress.unanswered[:] = response.tool_calls
             if rounds == agent.max_tool_iterations:
                 log.warning("agent %s: tool loop cut at %d rounds", agent.id, rounds)
                 # Answer the dangling calls so the stored history stays valid for providers.
@@ -166,19 +202,39 @@ class TurnRunner:
                             "tool", "not run: tool step limit reached", tool_call_id=call.id
                         ),
                     )
+                progress.unanswered.clear()
                 text = tool_limit_message(rounds)
                 await self._store.append(session_id, ChatMessage("assistant", text))
                 self._compaction.note_size(session_id, history_tokens)
                 return TurnResult(text, response.model_name, session_id, rounds)
             rounds += 1
+            progress.rounds = rounds
+            if stream is not None:
+                stream.tools_running(call.name for call in response.tool_calls)
             for call in response.tool_calls:
                 result = await self._tools.run(call, context)
                 await self._store.append(
                     session_id, ChatMessage("tool", result, tool_call_id=call.id)
                 )
+                progress.unanswered.remove(call)
         reply_tokens = message_tokens(ChatMessage("assistant", response.text))
         self._compaction.note_size(session_id, history_tokens + reply_tokens)
         return TurnResult(response.text, response.model_name, session_id, rounds)
+
+    async def _cut(self, progress: _Progress, text: str, why: str) -> TurnResult:
+        """End a turn early: answer tool calls left open (the history must stay valid for
+        providers), then store what the person saw, marked, as the assistant's answer."""
+        for call in progress.unanswered:
+            await self._store.append(
+                progress.session_id,
+                ChatMessage("tool", f"not run: the turn {why}", tool_call_id=call.id),
+            )
+        await self._store.append(
+            progress.session_id,
+            ChatMessage("assistant", text),
+            model_name=progress.model_name or None,
+        )
+        return TurnResult(text, progress.model_name, progress.session_id, progress.rounds)
 
     async def _ask(
         self,
@@ -186,13 +242,14 @@ class TurnRunner:
         session_id: int,
         images: ImageTurn | None = None,
         prefetched: TurnContext | None = None,
+        stream: TurnStream | None = None,
     ) -> tuple[ChatResponse, int]:
         """The model's answer, and the size of the unsummarised history it was built from."""
         first, history_tokens = await self._context(
             agent, session_id, self._settings.context_window_tokens, prefetched
         )
         try:
-            response = await self._request(agent, first, images)
+            response = await self._request(agent, first, images, stream)
         except ContextWindowExceeded:
             # The model's window is smaller than our estimate said: compact in the background
             # and retry once with half of what was sent. Resending the same request would only
@@ -210,7 +267,7 @@ class TurnRunner:
                 len(retry.messages),
                 len(first.messages),
             )
-            response = await self._request(agent, retry, images)
+            response = await self._request(agent, retry, images, stream)
         if response.truncated and not response.tool_calls:
             log.warning("agent %s: model %s hit its length limit", agent.id, response.model_name)
             response = dataclasses.replace(response, text=mark_truncated(response.text))
@@ -233,14 +290,32 @@ class TurnRunner:
         return window, unsummarised_tokens(history)
 
     async def _request(
-        self, agent: Agent, window: ContextWindow, images: ImageTurn | None = None
+        self,
+        agent: Agent,
+        window: ContextWindow,
+        images: ImageTurn | None = None,
+        stream: TurnStream | None = None,
     ) -> ChatResponse:
         messages = window.messages if images is None else images.attach(window.messages)
+        sink = stream.on_event if stream is not None and stream.streams else None
         return await self._chain.chat(
             agent.chain,
-            ChatRequest(system=window.system, messages=messages, tools=self._tools.specs()),
+            ChatRequest(
+                system=window.system, messages=messages, tools=self._tools.specs(), stream_to=sink
+            ),
             adapt=None if images is None else images.adapter,
         )
+
+
+@dataclass
+class _Progress:
+    """How far a turn got, for ending it early (/stop, a model failing mid-answer)."""
+
+    session_id: int
+    stream: TurnStream | None
+    model_name: str = ""
+    rounds: int = 0
+    unanswered: list[ToolCall] = dataclasses.field(default_factory=list)  # no result yet
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.errors import MediaUnavailable
+from bot.streaming.preview import KeepPreview, Preview
 from bot.types import Attachment
 
 
@@ -42,6 +43,9 @@ class InboundMessage:
     voice_must_name: tuple[str, ...] = ()
     # The other inbox rows of an album answered by this one turn (done with it).
     grouped_inbox_ids: tuple[int, ...] = ()
+
+    # The person pressed the stop button of a streamed draft: like /stop, not a turn.
+    generation_stopped: bool = False
 
     @property
     def media_group_id(self) -> str | None:
@@ -115,8 +119,24 @@ class Channel(ABC):
         *,
         topic_id: str | None = None,
         delivery: DeliveryLog | None = None,
+        replace: str | None = None,
     ) -> None:
-        """Deliver one reply, from ``delivery.first_chunk`` on; raises ``ChannelError`` only."""
+        """Deliver one reply, from ``delivery.first_chunk`` on; raises ``ChannelError`` only.
+        ``replace``: the streamed preview's message id, which the reply's start replaces."""
+
+    def preview(
+        self,
+        chat_id: str,
+        topic_id: str | None,
+        chat_type: str,
+        *,
+        message_id: str | None = None,
+        keep: KeepPreview | None = None,
+    ) -> Preview | None:
+        """A preview for a reply about to be generated, or None when this channel does not
+        stream. ``message_id``: a preview left by an earlier attempt (a crash mid-stream),
+        to be grown again in place; ``keep`` is told the id of a new preview message."""
+        return None
 
     @abstractmethod
     async def stop(self) -> None:

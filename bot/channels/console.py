@@ -1,6 +1,7 @@
 """The terminal as a Channel, for ``persona-bridge chat AGENT_ID``.
 
-Lines typed become messages of the chat ``console/local``; replies are printed. The rest —
+Lines typed become messages of the chat ``console/local``; replies are printed token by
+token as the model writes them (the final answer then prints only what is left). The rest —
 router, sessions, model chains, commands — is exactly what Telegram uses.
 
 Line editing and history come from the stdlib ``readline``. It blocks, and only on the main
@@ -26,6 +27,7 @@ from typing import TextIO
 from bot.channels.base import Channel, DeliveryLog, InboundMessage, MessageHandler
 from bot.channels.console_files import parse_attach, read_local
 from bot.config.schema import CONSOLE_CHANNEL
+from bot.streaming.preview import KeepPreview, Preview
 from bot.types import Attachment
 
 CHANNEL = CONSOLE_CHANNEL
@@ -77,6 +79,7 @@ class ConsoleChannel(Channel):
         self._answered = threading.Event()
         self._at_prompt = False
         self._history_loaded = False
+        self._printed: str | None = None  # the streamed text already on the terminal
 
     # --- the Channel seam, called on the bridge's event loop ---------------------------
 
@@ -91,19 +94,49 @@ class ConsoleChannel(Channel):
         *,
         topic_id: str | None = None,
         delivery: DeliveryLog | None = None,
+        replace: str | None = None,
     ) -> None:
         with self._lock:
-            if self._at_prompt:  # e.g. a spawned task's result while the person types
-                self._write(CLEAR_LINE if self._live else "\n")
-            self._write(f"{self._agent_name}> {text}\n")
-            if self._at_prompt:
-                self._write(PROMPT + self._line_buffer())
+            printed, self._printed = self._printed, None
+            if replace is not None and printed is not None:
+                # Streamed: finish the line, or print the whole answer if its end differs.
+                rest = text[len(printed) :] if text.startswith(printed) else None
+                self._write(f"{rest}\n" if rest is not None else f"\n{self._agent_name}> {text}\n")
+            else:
+                if self._at_prompt:  # e.g. a spawned task's result while the person types
+                    self._write(CLEAR_LINE if self._live else "\n")
+                self._write(f"{self._agent_name}> {text}\n")
+                if self._at_prompt:
+                    self._write(PROMPT + self._line_buffer())
             self._pending = max(0, self._pending - 1)
             if self._pending == 0:
                 self._answered.set()
 
     async def download(self, attachment: Attachment, max_bytes: int) -> bytes:
         return await read_local(attachment, max_bytes)
+
+    def preview(
+        self,
+        chat_id: str,
+        topic_id: str | None,
+        chat_type: str,
+        *,
+        message_id: str | None = None,
+        keep: KeepPreview | None = None,
+    ) -> Preview | None:
+        return _TokenPrinter(self)
+
+    def print_tokens(self, text: str) -> None:
+        """The answer so far: print what is new since the last call."""
+        with self._lock:
+            if self._printed is None:
+                self._write(f"{CLEAR_LINE if self._live else ''}{self._agent_name}> ")
+                self._printed = ""
+            if not text.startswith(self._printed):  # a new model round after a tool call
+                self._write("\n")
+                self._printed = ""
+            self._write(text[len(self._printed) :])
+            self._printed = text
 
     async def stop(self) -> None:
         """Nothing to stop here: reading ends in ``converse`` on the main thread."""
@@ -119,7 +152,8 @@ class ConsoleChannel(Channel):
             yield
         finally:
             with self._lock:
-                self._write(CLEAR_LINE)
+                if self._printed is None:  # streamed tokens replaced the line already
+                    self._write(CLEAR_LINE)
 
     # --- the terminal, on the main thread ----------------------------------------------
 
@@ -258,3 +292,23 @@ def _interrupts_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _TokenPrinter(Preview):
+    """Prints each delta as it arrives; the final answer then completes the line."""
+
+    def __init__(self, console: ConsoleChannel) -> None:
+        self._console = console
+        self._used = False
+
+    def show(self, text: str, note: str | None = None) -> None:
+        if text:
+            self._used = True
+            self._console.print_tokens(text)
+
+    async def finish(self) -> None:
+        return None
+
+    @property
+    def message_id(self) -> str | None:
+        return "console" if self._used else None

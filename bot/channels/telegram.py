@@ -56,6 +56,7 @@ from bot.channels.telegram_media import TelegramFiles, attachments_of
 from bot.channels.telegram_pairing import PairingBook, PairingDoor
 from bot.channels.telegram_send import TelegramSender
 from bot.channels.telegram_strangers import StrangerNotices
+from bot.channels.telegram_stream import DraftPreview, EditPreview
 from bot.channels.telegram_webhook import WebhookServer
 from bot.config.schema import TelegramBot
 from bot.errors import (
@@ -65,6 +66,7 @@ from bot.errors import (
     PersonaBridgeError,
 )
 from bot.media.album import AlbumGatherer
+from bot.streaming.preview import KeepPreview, Preview
 from bot.tls import client_context
 from bot.types import Attachment
 
@@ -84,7 +86,10 @@ COMMANDS = (
     BotCommand("new", "start a fresh conversation"),
     BotCommand("status", "agent, models and session size"),
     BotCommand("usage", "tokens you used today and this month"),
+    BotCommand("stop", "stop the answer being written"),
 )
+# A draft's stop button arrives as its own update type (Bot API 10.3).
+GENERATION_STOPPED = "stopped_message_generation"
 
 
 def shared_tls() -> dict[str, Any]:
@@ -125,6 +130,7 @@ class TelegramChannel(Channel):
         files_client = httpx.AsyncClient(follow_redirects=False, verify=client_context())
         self._files = TelegramFiles(self._bot, files_client)
         self._albums: AlbumGatherer | None = None
+        self._drafts_refused = False  # latched by the first 400 to a draft, until restart
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._strangers = StrangerNotices(self.name, self._sender.plain)
@@ -196,7 +202,7 @@ class TelegramChannel(Channel):
         await self._bot.set_webhook(
             self.webhook_url,
             secret_token=self.spec.webhook_secret.get_secret_value(),
-            allowed_updates=ALLOWED_UPDATES,
+            allowed_updates=self._wanted(),
             drop_pending_updates=False,
         )
 
@@ -300,8 +306,56 @@ class TelegramChannel(Channel):
         *,
         topic_id: str | None = None,
         delivery: DeliveryLog | None = None,
+        replace: str | None = None,
     ) -> None:
-        await self._sender.reply(int(chat_id), text, int(topic_id) if topic_id else None, delivery)
+        thread = int(topic_id) if topic_id else None
+        preview = int(replace) if replace else None
+        await self._sender.reply(int(chat_id), text, thread, delivery, preview)
+
+    def preview(
+        self,
+        chat_id: str,
+        topic_id: str | None,
+        chat_type: str,
+        *,
+        message_id: str | None = None,
+        keep: KeepPreview | None = None,
+    ) -> Preview | None:
+        mode = self.spec.streaming
+        if mode == "off":
+            return None
+        chat, thread = int(chat_id), int(topic_id) if topic_id else None
+        interval = self.spec.stream_interval_s
+
+        def edits() -> EditPreview:
+            return EditPreview(
+                self._bot,
+                self._sender.pacer,
+                chat,
+                thread,
+                interval_s=interval,
+                name=self.name,
+                message_id=int(message_id) if message_id else None,
+                keep=keep,
+            )
+
+        # Drafts exist in private chats only; a preview left by a crash is edited instead.
+        drafts = mode == "draft" and chat_type == "private" and not self._drafts_refused
+        if drafts and message_id is None:
+            return DraftPreview(
+                self._bot,
+                self._sender.pacer,
+                chat,
+                thread,
+                interval_s=interval,
+                name=self.name,
+                refused=self._refuse_drafts,
+                fallback=edits,
+            )
+        return edits()
+
+    def _refuse_drafts(self) -> None:
+        self._drafts_refused = True
 
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:
@@ -376,7 +430,7 @@ class TelegramChannel(Channel):
 
     async def _fetch_updates(self) -> list[Any]:
         """getUpdates as raw JSON, so one update PTB cannot read cannot fail the batch."""
-        params: dict[str, Any] = {"timeout": self._poll_timeout, "allowed_updates": ["message"]}
+        params: dict[str, Any] = {"timeout": self._poll_timeout, "allowed_updates": self._wanted()}
         if self._offset is not None:
             params["offset"] = self._offset
         # Bot.get_updates would parse the whole batch at once (and log it, content and
@@ -431,9 +485,16 @@ class TelegramChannel(Channel):
             update.to_dict()  # stored as the inbox payload
         return update
 
+    def _wanted(self) -> list[str]:
+        """The update types we ask for; a draft's stop button only where drafts are used."""
+        if self.spec.streaming == "draft":
+            return [*ALLOWED_UPDATES, GENERATION_STOPPED]
+        return list(ALLOWED_UPDATES)
+
     async def _accept(self, update: Update, handler: MessageHandler) -> None:
         message = update.message
         if message is None:
+            await self._generation_stopped(update, handler)
             return
         if message.migrate_to_chat_id is not None:
             log.info(
@@ -475,6 +536,27 @@ class TelegramChannel(Channel):
         )
         if stored:  # else delivered before: stored then, answered then (or pending)
             await (self._albums.deliver if self._albums else handler)(inbound)
+
+    async def _generation_stopped(self, update: Update, handler: MessageHandler) -> None:
+        """The stop button of a draft: handled like /stop, never stored (a crash loses
+        only the stop, and the turn it would stop is answered again anyway)."""
+        stopped = update.api_kwargs.get(GENERATION_STOPPED)
+        if not isinstance(stopped, dict) or not isinstance(stopped.get("chat"), dict):
+            return
+        chat_id = stopped["chat"].get("id")
+        if not isinstance(chat_id, int):
+            return
+        thread = stopped.get("message_thread_id")
+        await handler(
+            InboundMessage(
+                channel=self.name,
+                chat_id=str(chat_id),
+                sender_id=str(chat_id),
+                text="/stop",
+                topic_id=str(thread) if isinstance(thread, int) else None,
+                generation_stopped=True,
+            )
+        )
 
     def _within_bot_loop_limit(self, update: Update) -> bool:
         message = update.message

@@ -7,6 +7,11 @@ and dropped connections retried a few times before ``ChannelUnavailable`` hands 
 back to its lane (a retried send may arrive twice if only its answer was lost: preferred
 to losing it). A reply longer than ``max_messages`` chunks is cut, and its last message
 says so.
+
+A streamed reply already has a message in the chat, its preview: chunk 0 then *edits* that
+message instead of sending one (an edit that changes nothing — "message is not modified",
+e.g. the same chunk after a crash — is success; a preview that is gone gets a new message).
+Every message call waits for the bot's pacer (bot.streaming.pacing), finals before previews.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from bot.channels.base import DeliveryLog
 from bot.channels.telegram_render import TELEGRAM_LIMIT, RenderedChunk, render_markdown
 from bot.channels.telegram_split import chunk_ranges
 from bot.errors import ChannelRateLimited, ChannelUnavailable, MessageRejected
+from bot.streaming.pacing import BotPacer
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +88,24 @@ def capped(chunks: list[RenderedChunk], max_messages: int) -> list[RenderedChunk
 
 
 class TelegramSender:
-    def __init__(self, bot: Bot, name: str, max_messages: int = 10) -> None:
+    def __init__(
+        self, bot: Bot, name: str, max_messages: int = 10, pacer: BotPacer | None = None
+    ) -> None:
         self._bot = bot
         self.name = name
         self._max_messages = max_messages
+        self.pacer = pacer or BotPacer()
 
     async def reply(
-        self, chat_id: int, text: str, thread: int | None, delivery: DeliveryLog | None
+        self,
+        chat_id: int,
+        text: str,
+        thread: int | None,
+        delivery: DeliveryLog | None,
+        replace: int | None = None,
     ) -> None:
+        """Send ``text`` from ``delivery.first_chunk`` on; chunk 0 edits message ``replace``
+        (the streamed preview) when given."""
         first = delivery.first_chunk if delivery is not None else 0
         rendered = await render_reply(text)
         chunks = capped(rendered, self._max_messages)
@@ -106,16 +122,49 @@ class TelegramSender:
                 continue
             if delivery is not None:
                 await delivery.sending(index)
-            await self._send_chunk(chat_id, chunk, thread)
+            if index == 0 and replace is not None:
+                await self._edit_chunk(chat_id, replace, chunk, thread)
+            else:
+                await self._send_chunk(chat_id, chunk, thread)
             if delivery is not None:
                 await delivery.sent(index, last=index == len(chunks) - 1)
 
     async def plain(self, chat_id: int, text: str, thread: int | None = None) -> None:
+        await self.pacer.final()
         await self.call(
             lambda: self._bot.send_message(chat_id=chat_id, text=text, message_thread_id=thread)
         )
 
+    async def _edit_chunk(
+        self, chat_id: int, message_id: int, chunk: RenderedChunk, thread: int | None
+    ) -> None:
+        for text, mode in ((chunk.html, ParseMode.HTML), (chunk.plain, None)):
+            try:
+                await self.edit(chat_id, message_id, text, mode)
+                return
+            except MessageRejected as exc:
+                reason = str(exc).lower()
+                if "not modified" in reason:
+                    return  # it already shows exactly this (a resumed delivery)
+                if "parse entities" in reason and mode is not None:
+                    log.warning("bot %s: Telegram refused our HTML; editing as plain", self.name)
+                    continue
+                # The preview is gone (deleted, too old to edit) or this chunk does not fit
+                # as an edit: the chunk goes as a new message instead.
+                log.warning("bot %s: could not edit the preview (%s); sending anew", self.name, exc)
+                break
+        await self._send_chunk(chat_id, chunk, thread)
+
+    async def edit(self, chat_id: int, message_id: int, text: str, mode: str | None) -> None:
+        await self.pacer.final()
+        await self.call(
+            lambda: self._bot.edit_message_text(
+                text, chat_id=chat_id, message_id=message_id, parse_mode=mode
+            )
+        )
+
     async def _send_chunk(self, chat_id: int, chunk: RenderedChunk, thread: int | None) -> None:
+        await self.pacer.final()
         try:
             await self.call(
                 lambda: self._bot.send_message(

@@ -234,6 +234,11 @@ class TelegramBotBase(Section):
     max_file_mb: float = Field(default=20.0, gt=0, le=2000)
     echo_transcript: bool = False
     max_document_chars: int = Field(default=20_000, ge=100, le=1_000_000)
+    # SPEC §10: "edit" grows one message as the model writes, "draft" uses Telegram's
+    # sendMessageDraft in private chats (edits elsewhere), "off" sends the whole answer.
+    streaming: Literal["edit", "draft", "off"] = "edit"
+    # At most one preview update per chat per interval: Telegram's ~1 message/s per chat.
+    stream_interval_s: float = Field(default=1.0, ge=0.3, le=60.0)
 
     @field_validator("token")
     @classmethod

@@ -9,20 +9,33 @@ Message ``extras`` and tool-call ``extras`` are not sent: they hold other provid
 (reasoning_content, thought_signature) that Anthropic would reject. For the same reason the
 response carries no ``extras``: they would travel to an OpenAI-compatible fallback verbatim.
 
-Requests are not streamed (so there is no ``message_stop`` to wait for); the answer is
-validated through :mod:`bot.providers.wire_values`, and ``stop_reason: "max_tokens"`` marks
-it ``truncated``.
+``stream()`` uses the Messages SSE events (:mod:`bot.providers.anthropic_stream`); only
+``message_stop`` completes a stream. Either way the answer is validated through
+:mod:`bot.providers.wire_values`, and ``stop_reason: "max_tokens"`` marks it ``truncated``.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 from typing import Any
 
-from bot.errors import InvalidResponse
-from bot.providers import wire_values
+import httpx
+
+from bot.errors import InvalidResponse, ProviderUnavailable
+from bot.providers import http_errors, wire_values
+from bot.providers.anthropic_stream import AnthropicStreamAssembler
+from bot.providers.base import drain
 from bot.providers.http_base import HttpProvider
-from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall
+from bot.types import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    JSONObject,
+    StreamDone,
+    StreamEvent,
+    ToolCall,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; a request that sets none gets this.
@@ -37,7 +50,40 @@ class AnthropicProvider(HttpProvider):
     async def chat(self, request: ChatRequest) -> ChatResponse:
         # Anthropic's {"type": "error", "error": {"type", "message"}} is understood by
         # http_errors: 529 overloaded is >= 500, "prompt is too long" is a context marker.
+        if request.stream_to is not None:
+            return await drain(self.stream(request), request.stream_to, self._entry.model_name)
         return self._parse(await self._post_json(self.body(request)))
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        name = self._entry.model_name
+        body = {**self.body(request), "stream": True}
+        assembler = AnthropicStreamAssembler()
+        headers = {**self._headers(), "accept": "text/event-stream"}
+        try:
+            async with self._client.stream(
+                "POST", self._url, json=body, headers=headers, timeout=self._timeout
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise http_errors.from_response(response, name)
+                async for line in response.aiter_lines():
+                    try:
+                        events = assembler.feed(line)
+                    except ValueError as exc:
+                        raise InvalidResponse(
+                            f"unusable stream event ({exc})", model_name=name
+                        ) from exc
+                    if assembler.error is not None:
+                        raise ProviderUnavailable(
+                            f"stream failed: {assembler.error[:200]}", model_name=name
+                        )
+                    for event in events:
+                        yield event
+        except httpx.HTTPError as exc:
+            raise http_errors.from_transport_error(exc, name) from exc
+        if not assembler.done:
+            raise ProviderUnavailable("stream ended without message_stop", model_name=name)
+        yield StreamDone(self._parse(assembler.message()))
 
     def body(self, request: ChatRequest) -> JSONObject:
         """The wire body; public so tests and ``models check`` can inspect it."""

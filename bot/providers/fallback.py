@@ -12,7 +12,8 @@
 - Every request passes the ``UsageMeter`` (when one is set): budgets before, a usage row
   after. This is the one place model calls are metered.
 - Once streamed text reached the user, no other model is tried: the reply would be stitched
-  from two models.
+  from two models. The turn ends the shown text with a short note instead (bot.streaming).
+  Tool-call deltas alone do not count: they show only as a progress line.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from bot.errors import (
 from bot.providers.base import Provider
 from bot.providers.cooldown import CooldownBook
 from bot.providers.dispatcher import ProviderDispatcher
-from bot.types import AudioClip, ChatRequest, ChatResponse
+from bot.types import AudioClip, ChatRequest, ChatResponse, TextDelta, ToolCallDelta
 from bot.usage.meter import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,11 @@ class FallbackChain:
         sink = request.stream_to
         if sink is not None:
 
-            async def forward(text: str) -> None:
+            async def forward(event: TextDelta | ToolCallDelta) -> None:
                 nonlocal streamed
-                streamed = True
-                await sink(text)
+                if isinstance(event, TextDelta) and event.text:
+                    streamed = True  # from here on the answer is this model's
+                await sink(event)
 
             request = dataclasses.replace(request, stream_to=forward)
 

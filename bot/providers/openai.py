@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from bot.errors import InvalidResponse, ProviderUnavailable
 from bot.providers import http_errors, wire_values
+from bot.providers.base import drain
 from bot.providers.http_base import HttpProvider
 from bot.providers.openai_stream import StreamAssembler
 from bot.providers.wire_values import as_object
-from bot.types import AudioClip, ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall
+from bot.types import (
+    AudioClip,
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    JSONObject,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+)
 
 # Fields some servers add and expect back, but strict OpenAI-compatible servers reject.
 NON_STANDARD_FIELDS = ("reasoning_content", "extra_content", "thought_signature")
@@ -23,40 +35,49 @@ class OpenAIProvider(HttpProvider):
     path = "/chat/completions"
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        body = self.body(request)
         if request.stream_to is None:
-            return self._parse(await self._post_json(body))
-        try:
-            return await self._stream(body, request)
-        except httpx.HTTPError as exc:
-            raise http_errors.from_transport_error(exc, self._entry.model_name) from exc
+            return self._parse(await self._post_json(self.body(request)))
+        return await drain(self.stream(request), request.stream_to, self._entry.model_name)
 
-    async def _stream(self, body: JSONObject, request: ChatRequest) -> ChatResponse:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """``stream: true`` with usage in the last chunk; ends with ``StreamDone`` only after
+        ``data: [DONE]``: a stream cut before it is a failure, whatever text arrived."""
         name = self._entry.model_name
-        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        assembler = StreamAssembler(sink=request.stream_to)
-        async with self._client.stream(
-            "POST", self._url, json=body, headers=self._headers(), timeout=self._timeout
-        ) as response:
-            if response.status_code != 200:
-                await response.aread()
-                raise http_errors.from_response(response, name)
-            if "text/event-stream" not in response.headers.get("content-type", ""):
-                # Some servers ignore "stream": true and answer in one piece.
-                await response.aread()
-                return self._parse(http_errors.parse_json(response, name))
-            try:
+        body = {**self.body(request), "stream": True, "stream_options": {"include_usage": True}}
+        assembler = StreamAssembler()
+        try:
+            async with self._client.stream(
+                "POST", self._url, json=body, headers=self._headers(), timeout=self._timeout
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise http_errors.from_response(response, name)
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    # Some servers ignore "stream": true and answer in one piece.
+                    await response.aread()
+                    whole = self._parse(http_errors.parse_json(response, name))
+                    if whole.text:
+                        yield TextDelta(whole.text)
+                    yield StreamDone(whole)
+                    return
                 async for line in response.aiter_lines():
-                    await assembler.feed(line)
-            except ValueError as exc:
-                raise InvalidResponse(f"unusable stream chunk ({exc})", model_name=name) from exc
+                    try:
+                        events = assembler.feed(line)
+                    except ValueError as exc:
+                        raise InvalidResponse(
+                            f"unusable stream chunk ({exc})", model_name=name
+                        ) from exc
+                    for event in events:
+                        yield event
+        except httpx.HTTPError as exc:
+            raise http_errors.from_transport_error(exc, name) from exc
         if not assembler.done:
             # Cut off (proxy timeout, dropped connection): what arrived may be any prefix.
             raise ProviderUnavailable("stream ended without [DONE]", model_name=name)
         if assembler.chunks == 0:
             raise InvalidResponse("stream carried no chunks", model_name=name)
         choice = {"message": assembler.message(), "finish_reason": assembler.finish_reason}
-        return self._parse({"choices": [choice], "usage": assembler.usage})
+        yield StreamDone(self._parse({"choices": [choice], "usage": assembler.usage}))
 
     async def transcribe(self, audio: AudioClip) -> str:
         """``POST {api_base}/audio/transcriptions`` (multipart: the file as sent, the model

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.providers.wire_values import as_object
-from bot.types import TextSink
+from bot.types import TextDelta, ToolCallDelta
 
 
 @dataclass
@@ -29,9 +29,8 @@ class _PartialCall:
 
 @dataclass
 class StreamAssembler:
-    """Feeds SSE lines in, forwards text deltas to ``sink``, and builds the final message."""
+    """Feeds SSE lines in, returns their deltas as events, and builds the final message."""
 
-    sink: TextSink | None = None
     text: str = ""
     usage: Any = None  # the wire value, validated by the provider
     finish_reason: Any = None  # the last one sent, validated by the provider
@@ -40,16 +39,17 @@ class StreamAssembler:
     _calls: dict[int, _PartialCall] = field(default_factory=dict)
     chunks: int = 0
 
-    async def feed(self, line: str) -> None:
-        """Take one SSE line; raises ``ValueError`` on a data line that is not JSON."""
+    def feed(self, line: str) -> list[TextDelta | ToolCallDelta]:
+        """Take one SSE line and return its deltas; raises ``ValueError`` on a data line
+        that is not JSON or of the wrong shape."""
         if not line.startswith("data:"):
-            return  # comments (": keep-alive"), event names, blank separators
+            return []  # comments (": keep-alive"), event names, blank separators
         payload = line[5:].strip()
         if payload == "[DONE]":
             self.done = True
-            return
+            return []
         if self.done:
-            return  # nothing after the terminator is part of the answer
+            return []  # nothing after the terminator is part of the answer
         try:
             chunk = json.loads(payload)
         except RecursionError as exc:  # absurdly deep nesting
@@ -62,6 +62,7 @@ class StreamAssembler:
         choices = chunk.get("choices")
         if choices is not None and not isinstance(choices, list):
             raise ValueError("stream chunk choices are not a list")
+        events: list[TextDelta | ToolCallDelta] = []
         for choice in choices or ():
             if not isinstance(choice, dict):
                 raise ValueError("stream chunk choice is not an object")
@@ -69,16 +70,17 @@ class StreamAssembler:
                 self.finish_reason = choice["finish_reason"]
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                await self._take(delta)
+                events += self._take(delta)
+        return events
 
-    async def _take(self, delta: dict[str, Any]) -> None:
+    def _take(self, delta: dict[str, Any]) -> list[TextDelta | ToolCallDelta]:
+        events: list[TextDelta | ToolCallDelta] = []
         piece = delta.get("content")
         if piece is not None and not isinstance(piece, str):
             raise ValueError("stream delta content is not text")
         if piece:
             self.text += piece
-            if self.sink is not None:
-                await self.sink(piece)
+            events.append(TextDelta(piece))
         reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str):
             self.extras["reasoning_content"] = self.extras.get("reasoning_content", "") + reasoning
@@ -98,11 +100,16 @@ class StreamAssembler:
                 if value is not None and not isinstance(value, str):
                     raise ValueError(f"stream tool call {key} is not text")
             call.id = call.id or wire.get("id") or ""
-            call.name = call.name or function.get("name") or ""
-            call.arguments += function.get("arguments") or ""
+            name = "" if call.name else function.get("name") or ""
+            call.name = call.name or name
+            fragment = function.get("arguments") or ""
+            call.arguments += fragment
             for key in ("extra_content", "thought_signature"):
                 if key in wire:
                     call.extras[key] = wire[key]
+            if name or fragment:
+                events.append(ToolCallDelta(index, name, fragment))
+        return events
 
     def message(self) -> dict[str, Any]:
         """The assembled message in the non-streaming wire shape."""

@@ -40,6 +40,7 @@ class InboxRow:
     outcome: str | None = None  # delivered | given_up | skipped, once done
     note: str | None = None  # why it was given up or skipped
     claimed_by: str | None = None  # the process holding it in a lane
+    preview_id: str | None = None  # the streamed preview message, edited into the reply
 
 
 class InboxStore(ABC):
@@ -102,6 +103,10 @@ class InboxStore(ABC):
         await self.inbox_done(channel, update_id, outcome="delivered")
 
     @abstractmethod
+    async def inbox_preview(self, channel: str, update_id: int, message_id: str | None) -> None:
+        """Keep (or forget, with None) the id of the preview message the reply grows in."""
+
+    @abstractmethod
     async def inbox_backlog(self) -> int:
         """How many updates wait to be answered, over all channels."""
 
@@ -116,7 +121,7 @@ class InboxStore(ABC):
 
 _ROW_COLUMNS = (
     "channel, update_id, payload, status, received_at, reply, chunks_sent, sending,"
-    " chat_id, topic_id, kind, outcome, note, claimed_by"
+    " chat_id, topic_id, kind, outcome, note, claimed_by, preview_id"
 )
 
 
@@ -250,6 +255,11 @@ class SqliteInbox(InboxStore):
         )
         params = (chunks_sent, self._clock(), channel, update_id)
         if (await self._write("inbox_delivered", sql, params))[1] != 1:
+            raise _no_row(channel, update_id)
+
+    async def inbox_preview(self, channel: str, update_id: int, message_id: str | None) -> None:
+        sql = "UPDATE inbox SET preview_id = ? WHERE channel = ? AND update_id = ?"
+        if (await self._write("inbox_preview", sql, (message_id, channel, update_id)))[1] != 1:
             raise _no_row(channel, update_id)
 
     async def inbox_backlog(self) -> int:

@@ -222,6 +222,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX group_turns_decided_at ON group_turns (decided_at)",
         ),
     ),
+    Migration(
+        9,
+        "streaming: the preview message a reply grows in",
+        (
+            # The Telegram message id of the streamed preview. After a crash mid-stream the
+            # answer is generated again and edited into this message instead of sent anew.
+            "ALTER TABLE inbox ADD COLUMN preview_id TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -38,8 +38,12 @@ def bridge_config(
     bots: Sequence[BotPlan],
     database: str = "sessions.db",
     extra: Mapping[str, Any] | None = None,
+    streaming: str | None = "off",
 ) -> dict[str, Any]:
-    """A complete, valid config: one agent and one model entry per bot, all on the fakes."""
+    """A complete, valid config: one agent and one model entry per bot, all on the fakes.
+
+    ``streaming`` is each bot's mode; "off" unless asked, so a test that counts messages
+    sees one send per answer. None leaves the key out (the product default, "edit")."""
     models = [
         {"model_name": f"m-{b.agent_id}", "model": f"openai/{b.model}", "api_base": llm_base}
         for b in bots
@@ -65,6 +69,7 @@ def bridge_config(
         "channels": {
             "telegram_bots": [
                 {"id": b.bot_id, "token": b.token, "allow_from": ["*"], "api_base": telegram_base}
+                | ({} if streaming is None else {"streaming": streaming})
                 for b in bots
             ]
         },

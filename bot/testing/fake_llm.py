@@ -20,6 +20,7 @@ import base64
 import contextlib
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "Slow",
+    "Streamed",
     "ToolCall",
     "Truncated",
     "Unterminated",
@@ -158,6 +160,18 @@ class Unterminated:
 
 
 @dataclass(frozen=True)
+class Streamed:
+    """``text`` streamed in word-sized pieces spread evenly over ``seconds``: a model that
+    writes at a human-visible pace. ``fail_after``: the connection drops once that many
+    characters went out (a mid-stream fault: no terminator). A request that does not
+    stream waits ``seconds`` and gets the whole text."""
+
+    text: str
+    seconds: float = 0.0
+    fail_after: int | None = None
+
+
+@dataclass(frozen=True)
 class Echo:
     """Answer with :func:`echo_text` of the request; the default behaviour."""
 
@@ -196,6 +210,7 @@ class ReportedUsage:
 
 Behaviour: TypeAlias = (
     Reply
+    | Streamed
     | ToolCall
     | Fault
     | Hang
@@ -210,6 +225,7 @@ Behaviour: TypeAlias = (
 )
 _Concrete: TypeAlias = (
     Reply
+    | Streamed
     | ToolCall
     | Fault
     | Hang
@@ -220,7 +236,7 @@ _Concrete: TypeAlias = (
     | Truncated
     | Unterminated
 )
-_Answer: TypeAlias = Reply | ToolCall | GarbageUsage | Truncated | Unterminated
+_Answer: TypeAlias = Reply | ToolCall | GarbageUsage | Truncated | Unterminated | Streamed
 
 
 def echo_text(request: RecordedRequest) -> str:
@@ -264,6 +280,8 @@ class _WireFormat(Protocol):
         stop_reason: str | None = None,
         raw_usage: str | None = None,
         terminate: bool = True,
+        pace_s: float = 0.0,
+        cut_after: int | None = None,
     ) -> web.StreamResponse: ...
 
     async def respond_empty(
@@ -343,6 +361,8 @@ class FakeLLM:
         # The token counts sent with every whole answer, in order: what a usage ledger
         # should add up to.
         self.usage_reported: list[ReportedUsage] = []
+        # (model, time.monotonic()) of each answer whose client hung up before it ended.
+        self.disconnects: list[tuple[str, float]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -449,6 +469,17 @@ class FakeLLM:
                 ) from None
         return matching()
 
+    async def wait_for_disconnect(
+        self,
+        count: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109 - a bounded wait is the point of this helper
+    ) -> list[tuple[str, float]]:
+        """Wait until ``count`` clients closed their connection mid-answer."""
+        async with self._arrived:
+            async with asyncio.timeout(timeout):
+                await self._arrived.wait_for(lambda: len(self.disconnects) >= count)
+        return list(self.disconnects)
+
     def _next_behaviour(self, model: str) -> Behaviour:
         for key in (model, None):
             queue = self._queues.get(key)
@@ -553,7 +584,14 @@ class FakeLLM:
         except Exception as exc:  # a broken test callable: say so in the API's own shape
             log.exception("fake LLM behaviour callable failed")
             return shape.error(500, f"fake LLM behaviour raised {exc!r}")
-        return await self._answer(request, shape, recorded, behaviour)
+        try:
+            return await self._answer(request, shape, recorded, behaviour)
+        except (ConnectionResetError, asyncio.CancelledError):
+            # The client closed the connection mid-answer (a /stop, a timeout, a crash).
+            async with self._arrived:
+                self.disconnects.append((recorded.model, time.monotonic()))
+                self._arrived.notify_all()
+            raise
 
     @staticmethod
     def _resolve(behaviour: Behaviour, recorded: RecordedRequest) -> _Concrete:
@@ -574,7 +612,8 @@ class FakeLLM:
                 | EmptyChoices
                 | GarbageUsage
                 | Truncated
-                | Unterminated,
+                | Unterminated
+                | Streamed,
             ):
                 return behaviour
             behaviour = behaviour(recorded)
@@ -637,8 +676,15 @@ class FakeLLM:
             tool_name, tool_id = behaviour.name, behaviour.call_id
             raw = behaviour.arguments
             arguments = raw if isinstance(raw, str) else json.dumps(raw)
+        pace_s, cut_after = 0.0, None
+        if isinstance(behaviour, Streamed):
+            pieces = max(1, len(re.findall(r"\S+\s*|\s+", behaviour.text)))
+            pace_s, cut_after = behaviour.seconds / pieces, behaviour.fail_after
+            if not recorded.stream:
+                await asyncio.sleep(behaviour.seconds)
         completion_tokens = (len(behaviour.text) + len(arguments)) // 4 + 1
-        if not isinstance(behaviour, GarbageUsage | Unterminated):
+        cut = isinstance(behaviour, Streamed) and behaviour.fail_after is not None
+        if not isinstance(behaviour, GarbageUsage | Unterminated) and not cut:
             self.usage_reported.append(ReportedUsage(model, prompt_tokens, completion_tokens))
         stop_reason = None
         if isinstance(behaviour, Truncated):
@@ -656,4 +702,6 @@ class FakeLLM:
             stop_reason=stop_reason,
             raw_usage=behaviour.value if isinstance(behaviour, GarbageUsage) else None,
             terminate=not isinstance(behaviour, Unterminated),
+            pace_s=pace_s,
+            cut_after=cut_after,
         )

@@ -41,7 +41,7 @@ from aiohttp import web
 from bot.testing.telegram_files import FileDownload, FileShelf
 from bot.testing.telegram_html import HtmlParseError, parse_html, utf16_len
 
-__all__ = ["ApiCall", "FakeBot", "FakeTelegram", "FileDownload", "SentMessage"]
+__all__ = ["ApiCall", "Draft", "FakeBot", "FakeTelegram", "FileDownload", "SentMessage"]
 
 _log = logging.getLogger(__name__)
 
@@ -94,6 +94,17 @@ class SentMessage:
     message_thread_id: int | None
     reply_to_message_id: int | None
     raw: dict[str, Any]  # every request parameter, decoded
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One accepted ``sendMessageDraft``: drafts are not messages and never get an id."""
+
+    token: str
+    chat_id: int
+    draft_id: int
+    text: str  # visible text
+    raw: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -334,7 +345,11 @@ class FakeTelegram:
             "sendmessage": self._send_message,
             "editmessagetext": self._edit_message_text,
             "getfile": self._get_file,
+            "sendmessagedraft": self._send_message_draft,
         }
+        # Calls the fake refused on their merits (not injected faults): (method, description).
+        self.rejected: list[tuple[str, str]] = []
+        self.drafts: list[Draft] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -826,6 +841,7 @@ class FakeTelegram:
         except _ApiError as exc:
             if exc.description == _CONFLICT and request.transport is not None:
                 self.poll_conflicts[token] = self.poll_conflicts.get(token, 0) + 1
+            self.rejected.append((method, exc.description))
             return web.json_response(_error_body(exc), status=exc.status)
         except Exception:  # a bug here or a malformed parameter: answer like Telegram's 500
             _log.exception("fake telegram: %s for @%s failed", method, state.bot.username)
@@ -1126,3 +1142,18 @@ class FakeTelegram:
         reply = edited.get("reply_to_message")
         self._record(state, "editMessageText", edited, params, reply and reply["message_id"])
         return edited
+
+    async def _send_message_draft(self, state: _BotState, params: dict[str, Any]) -> Any:
+        """Private chats only (400 TEXTDRAFT_PEER_INVALID elsewhere, as Telegram answers);
+        a non-zero ``draft_id``; empty text is the "Thinking…" placeholder."""
+        chat_id = _chat_id(params)
+        if state.chat(chat_id).get("type") != "private":
+            raise _ApiError(400, "Bad Request: TEXTDRAFT_PEER_INVALID")
+        draft_id = _int_param(params, "draft_id", 0)
+        if draft_id == 0:
+            raise _ApiError(400, "Bad Request: draft_id must be non-zero")
+        text = ""
+        if str(params.get("text") or "").strip():
+            text, _ = _render(params)
+        self.drafts.append(Draft(state.bot.token, chat_id, draft_id, text, dict(params)))
+        return True

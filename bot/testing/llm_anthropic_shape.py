@@ -7,6 +7,7 @@ streaming event sequence (message_start, ping, content blocks, message_delta, me
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -140,8 +141,13 @@ async def respond(
     stop_reason: str | None = None,
     raw_usage: str | None = None,
     terminate: bool = True,
+    pace_s: float = 0.0,
+    cut_after: int | None = None,
 ) -> web.StreamResponse:
     """A message (or its event stream) with a text block and optionally one tool_use block.
+
+    Streams only: ``pace_s`` waits before each text piece; ``cut_after`` drops the
+    connection once that many characters of text went out (a mid-stream fault).
 
     ``stop_reason`` overrides the stop reason ("max_tokens": cut at the token limit);
     ``raw_usage`` is JSON text written verbatim as every token count; ``terminate=False``
@@ -159,7 +165,9 @@ async def respond(
     if raw_usage is not None:
         message["usage"] = dict.fromkeys(message["usage"], _RAW_USAGE)
     if body.get("stream") is True:
-        return await _stream(request, message, tool_arguments, raw_usage, terminate)
+        return await _stream(
+            request, message, tool_arguments, raw_usage, terminate, pace_s, cut_after
+        )
     text_body = _dumps(message, raw_usage)
     if not terminate:
         text_body = text_body[: len(text_body) // 2]
@@ -202,6 +210,8 @@ async def _stream(
     tool_arguments: str,
     raw_usage: str | None = None,
     terminate: bool = True,
+    pace_s: float = 0.0,
+    cut_after: int | None = None,
 ) -> web.StreamResponse:
     """Replay a finished message as the Messages streaming event sequence."""
     response = web.StreamResponse(
@@ -216,6 +226,7 @@ async def _stream(
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None}
     start["usage"] = {"input_tokens": usage["input_tokens"], "output_tokens": 1}
+    sent = 0
     await send("message_start", {"message": start})
     await send("ping", {})
     for index, block in enumerate(message["content"]):
@@ -234,6 +245,15 @@ async def _stream(
             fragments = [tool_arguments[i : i + size] for i in range(0, len(tool_arguments), size)]
             deltas = [{"type": "input_json_delta", "partial_json": f} for f in fragments]
         for delta in deltas:
+            piece = delta.get("text", "")
+            if piece:
+                if cut_after is not None and sent >= cut_after:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                if pace_s:
+                    await asyncio.sleep(pace_s)
+                sent += len(piece)
             await send("content_block_delta", {"index": index, "delta": delta})
         await send("content_block_stop", {"index": index})
     final = {"stop_reason": message["stop_reason"], "stop_sequence": None}

@@ -8,6 +8,7 @@ clients tend to trip over (``content: null`` next to tool calls, the usage-only 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -138,8 +139,13 @@ async def respond(
     stop_reason: str | None = None,
     raw_usage: str | None = None,
     terminate: bool = True,
+    pace_s: float = 0.0,
+    cut_after: int | None = None,
 ) -> web.StreamResponse:
     """A chat completion (or its SSE stream) with ``text`` and optionally one tool call.
+
+    Streams only: ``pace_s`` waits before each text piece; ``cut_after`` drops the
+    connection once that many characters of text went out (a mid-stream fault).
 
     ``stop_reason`` overrides ``finish_reason`` ("length": cut at the token limit);
     ``raw_usage`` is JSON text written verbatim as every token count; ``terminate=False``
@@ -165,7 +171,9 @@ async def respond(
             [{"index": 0, "delta": d, "finish_reason": None}] for d in deltas
         ]
         choices.append([{"index": 0, "delta": {}, "finish_reason": finish}])
-        return await _stream(request, body, model, choices, usage, raw_usage, terminate)
+        return await _stream(
+            request, body, model, choices, usage, raw_usage, terminate, pace_s, cut_after
+        )
 
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_name is not None:
@@ -213,6 +221,8 @@ async def _stream(
     usage: dict[str, Any],
     raw_usage: str | None = None,
     terminate: bool = True,
+    pace_s: float = 0.0,
+    cut_after: int | None = None,
 ) -> web.StreamResponse:
     """Send one ``data:`` chunk per choices list, then (if asked) a usage chunk, then [DONE].
 
@@ -235,9 +245,26 @@ async def _stream(
     if include_usage:
         chunks = [{**chunk, "usage": None} for chunk in chunks]
         chunks.append({**base, "choices": [], "usage": usage})
+    sent = 0
     for chunk in chunks:
+        piece = _piece(chunk)
+        if piece:
+            if cut_after is not None and sent >= cut_after:
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            if pace_s:
+                await asyncio.sleep(pace_s)
+            sent += len(piece)
         await response.write(f"data: {_dumps(chunk, raw_usage)}\n\n".encode())
     if terminate:
         await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
+
+
+def _piece(chunk: dict[str, Any]) -> str:
+    """The text a stream chunk carries ("" for role, tool and usage chunks)."""
+    choices = chunk.get("choices") or [{}]
+    content = choices[0].get("delta", {}).get("content")
+    return content if isinstance(content, str) else ""
