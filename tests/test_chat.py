@@ -3,6 +3,7 @@ logs kept out of the conversation, and leaving with Ctrl-C or Ctrl-D (SPEC §13)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pexpect
 
-from bot.testing import FakeLLM, Fault, Hang, Reply
+from bot.testing import FakeLLM, Fault, Hang, Reply, Streamed
 from bot.testing.bridge import console_config
 
 LEFT, UP, BACKSPACE, CTRL_C, CTRL_D = "\x1b[D", "\x1b[A", "\x7f", "\x03", "\x04"
@@ -122,3 +123,20 @@ async def test_logs_go_to_a_file_and_help_lists_quit(tmp_path: Path, fake_llm: F
         assert "WARNING" not in text
         assert "ERROR" not in text
     assert "model m failed" in log_file.read_text()
+
+
+async def test_tokens_are_printed_as_they_arrive(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    words = " ".join(f"w{n}" for n in range(40))
+    fake_llm.set_default("m-id", Streamed(words, seconds=3.0))
+    child = spawn(tmp_path, fake_llm)
+    await child.expect("you> ", async_=True)
+    child.send("stream please\r")
+    loop = asyncio.get_running_loop()
+    await child.expect("Alice> w0 w1 w2", async_=True)
+    first_words_at = loop.time()
+    await child.expect("w38 w39\r\n", async_=True)
+    assert loop.time() - first_words_at >= 1.5  # the start was shown long before the end
+    assert "\n" not in str(child.before)  # one answer line: the final only completed it
+    await child.expect("you> ", async_=True)
+    await leave(child, CTRL_D)
+    assert child.exitstatus == 0

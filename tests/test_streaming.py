@@ -324,3 +324,33 @@ async def test_failover_before_the_first_delta_and_a_note_instead_after_it(
     )
     assert stored.endswith(BROKEN_NOTE)
     assert answer.startswith(stored.removesuffix(f"\n\n{BROKEN_NOTE}"))
+
+
+async def test_the_drafts_stop_button_stops_the_turn_like_stop(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    fake_llm.set_default("alice-model", Streamed(prose(3000), seconds=15.0))
+    config = config_for(fake_telegram, fake_llm, streaming="draft", interval_s=0.3)
+    bridge = BridgeProcess.write(tmp_path, config)
+    await bridge.start_polling(fake_telegram, ALICE.token)
+    fake_telegram.inject_message(ALICE.token, chat_id=23, text="go on and on")
+    async with asyncio.timeout(30):
+        while len(fake_telegram.drafts) < 2:  # noqa: ASYNC110 - the fake has no draft signal
+            await asyncio.sleep(0.05)
+    draft = fake_telegram.drafts[-1]
+    fake_telegram.inject_update(
+        ALICE.token,
+        {
+            "stopped_message_generation": {
+                "chat": {"id": 23, "type": "private", "first_name": "User"},
+                "draft_id": draft.draft_id,
+            }
+        },
+    )
+    await fake_llm.wait_for_disconnect(1, timeout=5)
+    await answered(tmp_path)
+    assert await bridge.stop() == 0
+    [final] = fake_telegram.sent(ALICE.token, 23)
+    assert final.method == "sendMessage"
+    assert final.text.endswith("(stopped)")
+    assert final.text.startswith(draft.text[:40])
