@@ -48,13 +48,15 @@ log = logging.getLogger(__name__)
 FIRST_PREVIEW_CHARS = 30  # visible characters before the first preview …
 FIRST_PREVIEW_WAIT_S = 1.0  # … or this long after the first text, whichever comes first
 PREVIEW_LIMIT = TELEGRAM_LIMIT - 96  # leaves room for the progress note under the text
-SLOT_RETRY_S = 0.05  # the pacer had no slot: ask again this soon
+PREVIEW_SOURCE_CHARS = 3 * TELEGRAM_LIMIT  # Markdown past this never shows in a preview
+SLOT_JITTER_S = 0.05  # spreads the previews that all wait for the same free slot
 FINISH_WAIT_S = 10.0  # an update in flight when the answer is complete may take this long
 
 
 def preview_html(text: str, note: str | None) -> str | None:
-    """The preview's HTML: the first message's worth of the text so far, the note under it."""
-    body = stable_markdown(text)
+    """The preview's HTML: the first message's worth of the text so far, the note under it.
+    Only the start of a long text is rendered: the rest cannot reach the first message."""
+    body = stable_markdown(text[:PREVIEW_SOURCE_CHARS])
     html = render_markdown(body, PREVIEW_LIMIT)[0].html if body.strip() else ""
     if note:
         line = f"<i>{escape_text(note)}</i>"
@@ -84,7 +86,9 @@ class _PacedPreview(Preview):
         self._text = ""
         self._note: str | None = None
         self._first_text_at: float | None = None
-        self._last_update_at: float | None = None
+        self._last_update_at: float | None = None  # the chat was last updated
+        self._last_tick_at: float | None = None  # the text was last rendered (maybe unchanged)
+        self._rendered: tuple[str, str | None] | None = None  # what that render was of
         self._paused_until = 0.0
         self._shown: str | None = None
         self._changed = asyncio.Event()
@@ -100,7 +104,8 @@ class _PacedPreview(Preview):
         if self._first_text_at is None and (text.strip() or note):
             self._first_text_at = time.monotonic()
         self._changed.set()
-        self._poke.set()
+        if self._last_tick_at is None:
+            self._poke.set()  # the first preview waits for enough text; later ones for time
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"preview {self._name}")
 
@@ -128,11 +133,18 @@ class _PacedPreview(Preview):
             if not await self._my_turn():
                 return
             self._changed.clear()
-            html = preview_html(self._text, self._note)
-            if html is None or html == self._shown:
+            source = (self._text[:PREVIEW_SOURCE_CHARS], self._note)
+            if source == self._rendered:
+                continue  # the growth is past what a preview shows
+            html = preview_html(*source)
+            if html is None:
                 continue
+            self._rendered, self._last_tick_at = source, time.monotonic()
+            if html == self._shown:
+                continue  # e.g. a newline-only delta: nothing visible changed
             while not self._pacer.try_preview():
-                await asyncio.sleep(SLOT_RETRY_S)
+                # No slot this moment: try again when one frees, with newer text by then.
+                await asyncio.sleep(self._pacer.preview_wait() + random.uniform(0, SLOT_JITTER_S))
                 if self._closing:
                     return
             await self._update(html)
@@ -149,8 +161,9 @@ class _PacedPreview(Preview):
         return False
 
     def _next_update_at(self) -> float:
-        if self._last_update_at is not None:
-            at = self._last_update_at + self._interval_s
+        if self._last_tick_at is not None:
+            last = max(self._last_tick_at, self._last_update_at or 0.0)
+            at = last + self._interval_s
         elif self._starts_now():
             at = 0.0
         else:
@@ -172,6 +185,7 @@ class _PacedPreview(Preview):
                 exc.retry_after,
             )
             self._paused_until = time.monotonic() + exc.retry_after
+            self._rendered = None
             self._changed.set()  # the newest text goes out once the pause is over
         except MessageRejected as exc:
             if "not modified" in str(exc).lower():
@@ -181,6 +195,7 @@ class _PacedPreview(Preview):
                 self._dead = True
         except ChannelError as exc:  # unreachable for a moment: the next tick tries again
             log.warning("bot %s: preview update failed: %s", self._name, exc)
+            self._rendered = None
             self._changed.set()
         self._last_update_at = time.monotonic()
 

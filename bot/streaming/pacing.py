@@ -63,6 +63,14 @@ class BotPacer:
                     return
                 await asyncio.sleep(self._sent[0] + WINDOW_S - now)
 
+    def preview_wait(self) -> float:
+        """Seconds until ``try_preview`` can say yes again (a final waiting: a moment)."""
+        now = self._clock()
+        over = self._in_window(now) - self._preview_limit
+        if self._lock.locked() or over < 0:
+            return 0.05
+        return max(self._sent[over] + WINDOW_S - now, 0.0)
+
     def try_preview(self) -> bool:
         """Take a slot for a preview update now, or say no (the caller retries later)."""
         now = self._clock()
