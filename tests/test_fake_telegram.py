@@ -339,6 +339,20 @@ async def test_edit_message_text(fake: FakeTelegram, bot: telegram.Bot) -> None:
         await bot.edit_message_text("<b>", CHAT, original.message_id, parse_mode="HTML")
 
 
+async def test_drafts_in_private_chats_only(fake: FakeTelegram, bot: telegram.Bot) -> None:
+    assert await bot.send_message_draft(CHAT, 7, "<b>so far</b>", parse_mode="HTML") is True
+    assert await bot.send_message_draft(CHAT, 7, "", api_kwargs={"can_stop": True}) is True
+    [first, thinking] = fake.drafts
+    assert (first.chat_id, first.draft_id, first.text) == (CHAT, 7, "so far")
+    assert (thinking.text, thinking.raw["can_stop"]) == ("", True)
+    assert fake.sent(TOKEN) == []  # a draft is not a message
+    with pytest.raises(BadRequest, match="(?i)textdraft_peer_invalid"):
+        await bot.send_message_draft(-100123, 7, "in a group")
+    with pytest.raises(BadRequest, match="(?i)non-zero"):
+        await bot.send_message_draft(CHAT, 0, "no id")
+    assert [method for method, _ in fake.rejected] == ["sendMessageDraft"] * 2
+
+
 async def test_set_my_commands_is_recorded(fake: FakeTelegram, bot: telegram.Bot) -> None:
     assert await bot.set_my_commands([("reset", "Forget the conversation")]) is True
     assert fake.commands(TOKEN) == [{"command": "reset", "description": "Forget the conversation"}]
