@@ -346,9 +346,9 @@ async def test_drafts_in_private_chats_only(fake: FakeTelegram, bot: telegram.Bo
     assert (first.chat_id, first.draft_id, first.text) == (CHAT, 7, "so far")
     assert (thinking.text, thinking.raw["can_stop"]) == ("", True)
     assert fake.sent(TOKEN) == []  # a draft is not a message
-    with pytest.raises(BadRequest, match="(?i)textdraft_peer_invalid"):
+    with pytest.raises(BadRequest, match=r"(?i)textdraft_peer_invalid"):
         await bot.send_message_draft(-100123, 7, "in a group")
-    with pytest.raises(BadRequest, match="(?i)non-zero"):
+    with pytest.raises(BadRequest, match=r"(?i)non-zero"):
         await bot.send_message_draft(CHAT, 0, "no id")
     assert [method for method, _ in fake.rejected] == ["sendMessageDraft"] * 2
 
