@@ -12,7 +12,7 @@ from typing import Any
 from bot.channels.telegram_render import render_markdown
 from bot.streaming.pacing import MESSAGES_PER_SECOND
 from bot.streaming.turn import BROKEN_NOTE, STOPPED_NOTE
-from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Fault, Streamed
+from bot.testing import BridgeProcess, FakeLLM, FakeTelegram, Fault, Streamed, ToolCall
 from bot.testing import bridge_config as make_config
 from bot.testing.bridge import BotPlan
 from bot.testing.fake_telegram import SentMessage
@@ -354,3 +354,21 @@ async def test_the_drafts_stop_button_stops_the_turn_like_stop(
     assert final.method == "sendMessage"
     assert final.text.endswith("(stopped)")
     assert final.text.startswith(draft.text[:40])
+
+
+async def test_a_tool_round_is_one_progress_line_in_the_preview_not_a_message(
+    tmp_path: Path, fake_telegram: FakeTelegram, fake_llm: FakeLLM
+) -> None:
+    answer = prose(500)
+    fake_llm.script("alice-model", ToolCall("spawn_status", {}), Streamed(answer, seconds=2.0))
+    config = config_for(fake_telegram, fake_llm, interval_s=0.3)
+    bridge = BridgeProcess.write(tmp_path, config)
+    await bridge.start_polling(fake_telegram, ALICE.token)
+    fake_telegram.inject_message(ALICE.token, chat_id=17, text="check your tasks")
+    await answered(tmp_path)
+    assert await bridge.stop() == 0
+    sent = fake_telegram.sent(ALICE.token, 17)
+    assert sent[0].text == "⏳ working: spawn_status…"
+    assert {m.message_id for m in sent} == {sent[0].message_id}
+    assert list(final_texts(fake_telegram, 17).values()) == visible(answer)
+    assert fake_llm.requests[1].tool_result is not None

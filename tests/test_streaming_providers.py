@@ -176,12 +176,25 @@ def test_half_written_markdown_holds_back_its_unfinished_end(partial: str, shown
     assert stable_markdown(partial) == shown
 
 
-async def test_the_pacer_keeps_slots_for_finals_and_never_exceeds_its_rate() -> None:
+async def test_the_pacer_keeps_slots_for_finals_and_counts_calls_until_they_end() -> None:
     now = [100.0]
     pacer = BotPacer(per_second=10, reserve=3, clock=lambda: now[0])
     assert sum(pacer.try_preview() for _ in range(20)) == 7  # 3 left for finals
     for _ in range(3):
         await asyncio.wait_for(pacer.final(), 0.1)  # finals take the reserve at once
     assert not pacer.try_preview()
-    now[0] += 1.3  # the window has passed
-    assert pacer.try_preview()
+    waiting = asyncio.ensure_future(pacer.final())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # all ten in flight: nothing frees by time alone
+    now[0] += 5.0
+    assert not waiting.done()
+    pacer.release()  # one call ends: its slot stays counted for a second …
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    now[0] += 1.01  # … after which the waiting final gets it
+    await asyncio.wait_for(waiting, 2.0)
+    for _ in range(10):
+        pacer.release()
+    assert not pacer.try_preview()
+    now[0] += 1.01
+    assert pacer.try_preview()  # a second after the calls ended, their slots are free

@@ -130,8 +130,7 @@ class TelegramSender:
                 await delivery.sent(index, last=index == len(chunks) - 1)
 
     async def plain(self, chat_id: int, text: str, thread: int | None = None) -> None:
-        await self.pacer.final()
-        await self.call(
+        await self.paced(
             lambda: self._bot.send_message(chat_id=chat_id, text=text, message_thread_id=thread)
         )
 
@@ -156,17 +155,15 @@ class TelegramSender:
         await self._send_chunk(chat_id, chunk, thread)
 
     async def edit(self, chat_id: int, message_id: int, text: str, mode: str | None) -> None:
-        await self.pacer.final()
-        await self.call(
+        await self.paced(
             lambda: self._bot.edit_message_text(
                 text, chat_id=chat_id, message_id=message_id, parse_mode=mode
             )
         )
 
     async def _send_chunk(self, chat_id: int, chunk: RenderedChunk, thread: int | None) -> None:
-        await self.pacer.final()
         try:
-            await self.call(
+            await self.paced(
                 lambda: self._bot.send_message(
                     chat_id=chat_id,
                     text=chunk.html,
@@ -190,6 +187,14 @@ class TelegramSender:
                 raise
             for piece in pieces:
                 await self.plain(chat_id, piece, thread)
+
+    async def paced(self, request: Callable[[], Awaitable[T]]) -> T:
+        """``call`` for a message call: it holds one of the bot's pacer slots."""
+        await self.pacer.final()
+        try:
+            return await self.call(request)
+        finally:
+            self.pacer.release()
 
     async def call(self, request: Callable[[], Awaitable[T]]) -> T:
         """One Bot API call, with the bounded waiting and retrying described above."""

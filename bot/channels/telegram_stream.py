@@ -174,6 +174,7 @@ class _PacedPreview(Preview):
         return bool(self._note) or len(stable_markdown(self._text).strip()) >= FIRST_PREVIEW_CHARS
 
     async def _update(self, html: str) -> None:
+        """One update with the pacer slot the caller took."""
         try:
             await self._put(html)
             self._shown = html
@@ -197,6 +198,8 @@ class _PacedPreview(Preview):
             log.warning("bot %s: preview update failed: %s", self._name, exc)
             self._rendered = None
             self._changed.set()
+        finally:
+            self._pacer.release()
         self._last_update_at = time.monotonic()
 
     @abstractmethod

@@ -6,13 +6,19 @@ second, so every message call of one bot token asks this pacer first:
 
 - a final answer (or its chunks) waits for a slot: it is never dropped, only delayed;
 - a preview takes a slot only if one is free now *and* finals keep ``reserve`` slots of
-  headroom; otherwise the preview skips this tick and tries again shortly with newer text.
+  headroom; otherwise the preview skips this tick and tries again when a slot frees, with
+  newer text by then.
+
+A call holds its slot from before it is sent until one second after it *finished*: a call
+that waited for a pooled connection or crossed a slow network still counts. So however the
+calls are delayed on the way, no one-second window at Telegram sees more than
+``per_second`` of them (the last one to start in any window found all the others in flight
+or finished less than a second before).
 
 Why our own and not PTB's ``AIORateLimiter``: that one needs the ``aiolimiter`` extra (a new
 runtime dependency), queues every call alike — previews would delay finals, and a queued
 preview is stale by the time it goes — and sleeps through a 429 inside the call, where we
-want previews to pause while finals still go. A sliding window, counted in the same
-process, is all the bookkeeping this needs.
+want previews to pause while finals still go.
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ from collections.abc import Callable
 MESSAGES_PER_SECOND = 25
 # Slots previews leave free for finals in any second.
 FINAL_RESERVE = 5
-# Counted over a little more than a second: calls wait for a pooled connection and cross
-# the network after taking their slot, so they can reach Telegram closer together.
-WINDOW_S = 1.2
+WINDOW_S = 1.0
 
 
 class BotPacer:
-    """One per bot token: at most ``per_second`` message calls in any ``WINDOW_S``."""
+    """One per bot token: at most ``per_second`` message calls in any ``WINDOW_S``.
+
+    ``final()`` or a successful ``try_preview()`` takes a slot; ``release()`` must follow
+    once the call finished (however it ended)."""
 
     def __init__(
         self,
@@ -45,36 +52,55 @@ class BotPacer:
         self.per_second = per_second
         self._preview_limit = per_second - reserve
         self._clock = clock
-        self._sent: deque[float] = deque()
+        self._in_flight = 0
+        self._finished: deque[float] = deque()  # when calls ended, within the window
         self._lock = asyncio.Lock()
+        self._freed = asyncio.Event()
 
-    def _in_window(self, now: float) -> int:
-        while self._sent and self._sent[0] <= now - WINDOW_S:
-            self._sent.popleft()
-        return len(self._sent)
+    def _busy(self, now: float) -> int:
+        while self._finished and self._finished[0] <= now - WINDOW_S:
+            self._finished.popleft()
+        return self._in_flight + len(self._finished)
 
     async def final(self) -> None:
         """Wait for a slot for a final answer's message; FIFO among finals."""
         async with self._lock:
-            while True:
-                now = self._clock()
-                if self._in_window(now) < self.per_second:
-                    self._sent.append(now)
-                    return
-                await asyncio.sleep(self._sent[0] + WINDOW_S - now)
-
-    def preview_wait(self) -> float:
-        """Seconds until ``try_preview`` can say yes again (a final waiting: a moment)."""
-        now = self._clock()
-        over = self._in_window(now) - self._preview_limit
-        if self._lock.locked() or over < 0:
-            return 0.05
-        return max(self._sent[over] + WINDOW_S - now, 0.0)
+            while self._busy(self._clock()) >= self.per_second:
+                self._freed.clear()
+                wait = self._free_in(self.per_second)
+                if wait is None:  # every slot is in flight: the next release frees one
+                    await self._freed.wait()
+                else:
+                    await asyncio.sleep(wait)
+            self._in_flight += 1
 
     def try_preview(self) -> bool:
         """Take a slot for a preview update now, or say no (the caller retries later)."""
-        now = self._clock()
-        if self._lock.locked() or self._in_window(now) >= self._preview_limit:
+        if self._lock.locked() or self._busy(self._clock()) >= self._preview_limit:
             return False
-        self._sent.append(now)
+        self._in_flight += 1
         return True
+
+    def release(self) -> None:
+        """The call that held a slot is over; the slot frees a window later."""
+        self._in_flight -= 1
+        self._finished.append(self._clock())
+        self._freed.set()
+
+    def preview_wait(self) -> float:
+        """Seconds until ``try_preview`` may say yes again (a guess when calls are in flight)."""
+        if self._lock.locked():
+            return 0.05  # a final is waiting: it goes first
+        wait = self._free_in(self._preview_limit)
+        return 0.05 if wait is None else wait
+
+    def _free_in(self, limit: int) -> float | None:
+        """How long until fewer than ``limit`` slots are taken, counting finished calls only;
+        None when the finished ones alone cannot get there."""
+        now = self._clock()
+        over = self._busy(now) - limit  # slots that must free first, minus one
+        if over < 0:
+            return 0.0
+        if over >= len(self._finished):
+            return None
+        return max(self._finished[over] + WINDOW_S - now, 0.0)
