@@ -91,11 +91,12 @@ async def test_anthropic_error_event_mid_stream_is_a_failover_error(
     body = (
         'event: message_start\ndata: {"type": "message_start", "message": {"usage": '
         '{"input_tokens": 3}}}\n\nevent: error\ndata: {"type": "error", "error": '
-        '{"type": "overloaded_error", "message": "Overloaded"}}\n\n'
+        '{"type": "overloaded_error", "message": "Overloaded (key sk-ant-x)"}}\n\n'
     )
     fake_llm.script(None, Malformed(body, content_type="text/event-stream"))
-    with pytest.raises(ProviderUnavailable, match="Overloaded"):
+    with pytest.raises(ProviderUnavailable, match="Overloaded") as caught:
         await events_of(anthropic(fake_llm, client))
+    assert "sk-ant-x" not in str(caught.value)  # the key a careless server echoes
 
 
 async def test_anthropic_stream_garbage_is_invalid_response(

@@ -74,9 +74,7 @@ class AnthropicProvider(HttpProvider):
                             f"unusable stream event ({exc})", model_name=name
                         ) from exc
                     if assembler.error is not None:
-                        raise ProviderUnavailable(
-                            f"stream failed: {assembler.error[:200]}", model_name=name
-                        )
+                        raise http_errors.stream_error(response, assembler.error, name)
                     for event in events:
                         yield event
         except httpx.HTTPError as exc:

@@ -71,6 +71,13 @@ def from_response(response: httpx.Response, model_name: str) -> ProviderError:
     return InvalidResponse(f"unexpected HTTP {status}", model_name=model_name, status=status)
 
 
+def stream_error(response: httpx.Response, text: str, model_name: str) -> ProviderError:
+    """An error event inside a 200 stream (Anthropic's ``overloaded_error`` …): redacted
+    like an error body, and worth trying another model."""
+    detail = Redactor(_sent_credentials(response)).redact(text)[:MAX_DETAIL_CHARS]
+    return ProviderUnavailable(f"stream failed: {detail}", model_name=model_name)
+
+
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), if any."""
     value = response.headers.get("retry-after")
