@@ -607,3 +607,17 @@ async def test_set_extras_replaces_extras_and_never_the_content(store: SessionSt
     [stored] = await store.messages(sid)
     assert stored.message.content == "a photo"
     assert stored.message.extras == {"media": [{"id": 1, "description": "a cat"}]}
+
+
+async def test_the_preview_message_id_is_kept_with_its_row(store: SessionStore) -> None:
+    """Streaming (SPEC §10): the preview a reply grows in survives a restart with its row,
+    so the answer generated again is edited into it; on both backends."""
+    assert await store.inbox_put("tg:a", 5, "{}", chat_id="42", owner="p1")
+    assert (await store.inbox_row("tg:a", 5)).preview_id is None  # type: ignore[union-attr]
+    await store.inbox_preview("tg:a", 5, "314")
+    [row] = await store.inbox_claim("tg:a", "p2")
+    assert row.preview_id == "314"
+    [row] = await store.inbox_pending("tg:a")
+    assert row.preview_id == "314"
+    with pytest.raises(StoreError, match="no update"):
+        await store.inbox_preview("tg:a", 99, "1")

@@ -17,7 +17,7 @@ from bot.sessions.schema import clean_text
 
 ROW_COLUMNS = (
     "channel, update_id, payload, status, received_at, reply, chunks_sent, sending,"
-    " chat_id, topic_id, kind, outcome, note, claimed_by"
+    " chat_id, topic_id, kind, outcome, note, claimed_by, preview_id"
 )
 
 
@@ -144,6 +144,11 @@ class PgInbox(InboxStore):
             "UPDATE inbox SET sending = $1, chunks_sent = $2 WHERE channel = $3 AND update_id = $4"
         )
         if await self._status("inbox_progress", sql, sending, chunks_sent, channel, update_id) != 1:
+            raise _no_row(channel, update_id)
+
+    async def inbox_preview(self, channel: str, update_id: int, message_id: str | None) -> None:
+        sql = "UPDATE inbox SET preview_id = $1 WHERE channel = $2 AND update_id = $3"
+        if await self._status("inbox_preview", sql, message_id, channel, update_id) != 1:
             raise _no_row(channel, update_id)
 
     async def inbox_backlog(self) -> int:

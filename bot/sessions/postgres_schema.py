@@ -184,6 +184,11 @@ PG_MIGRATIONS: tuple[PgMigration, ...] = (
             "CREATE INDEX group_turns_decided_at ON group_turns (decided_at)",
         ),
     ),
+    PgMigration(
+        5,
+        "streaming: the preview message a reply grows in (SQLite version 9)",
+        ("ALTER TABLE inbox ADD COLUMN preview_id TEXT",),
+    ),
 )
 
 PG_LATEST_VERSION = PG_MIGRATIONS[-1].version
