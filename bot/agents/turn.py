@@ -1,9 +1,11 @@
-"""One agent turn: store the message, build context, call the agent's chain, run the tools
-it asks for, store every step, and return the text for the channel.
+"""One agent turn: store the message, ask the agent's chain, run the tools it asks for,
+store every step, and return the text for the channel.
 
 Every step is appended with the model that produced it, so a crash mid-turn loses nothing
 that was said and ``/status`` can say which model answered. The tool loop is bounded by
-``max_tool_iterations``.
+``max_tool_iterations``; a ``/stop`` or a model failing mid-answer ends the turn with what
+was shown. What one round sends to the model (context window, images, the retry on a
+too-small window) is built in bot.agents.turn_request.
 """
 
 from __future__ import annotations
@@ -15,29 +17,31 @@ from dataclasses import dataclass
 
 from bot.agents.agent import Agent
 from bot.agents.tools import ToolContext, ToolRegistry
+from bot.agents.turn_request import TRUNCATED_NOTE, ImageTurn, ModelAsker
 from bot.config.schema import SessionSettings
-from bot.errors import AllModelsFailed, ContextWindowExceeded
-from bot.media.history import IMAGE_KINDS, media_refs
+from bot.errors import AllModelsFailed
 from bot.media.intake import PreparedTurn
-from bot.media.vision import ImageAdapter, VisionModels
+from bot.media.vision import VisionModels
 from bot.providers.fallback import FallbackChain
 from bot.routing import Route
 from bot.sessions.compaction import CompactionWorker
-from bot.sessions.context import (
-    ContextWindow,
-    build_context,
-    message_tokens,
-    unsummarised_tokens,
-)
+from bot.sessions.context import message_tokens
 from bot.sessions.store import SessionKey, SessionStore, TurnContext
 from bot.streaming.turn import TurnStream, mark_broken, mark_stopped
-from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject, ToolCall
+from bot.types import ChatMessage, ToolCall
 from bot.usage.cause import SUBAGENT, TOOL, TURN, for_purpose
 
 log = logging.getLogger(__name__)
 
-# Appended to an answer the model cut short at its output token limit.
-TRUNCATED_NOTE = "_(cut short: the model reached its length limit)_"
+# Still importable from here, where callers and tests found them before the split.
+__all__ = [
+    "TRUNCATED_NOTE",
+    "ImageTurn",
+    "TurnResult",
+    "TurnRunner",
+    "session_key",
+    "tool_limit_message",
+]
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,11 @@ class TurnRunner:
         *,
         vision: VisionModels | None = None,
     ) -> None:
-        self._chain = chain
         self._store = store
-        self._settings = settings
         self._compaction = compaction
         self._tools = tools or ToolRegistry()
         self._vision = vision
+        self._asker = ModelAsker(chain, store, settings, compaction, self._tools)
 
     async def run(
         self,
@@ -173,7 +176,7 @@ class TurnRunner:
                 stream.new_round()
             purpose = SUBAGENT if depth > 0 else (TOOL if rounds else TURN)
             with for_purpose(purpose):
-                response, history_tokens = await self._ask(
+                response, history_tokens = await self._asker.ask(
                     agent, session_id, images, prefetched, stream
                 )
             prefetched = None  # later rounds read what the tools added
@@ -236,76 +239,6 @@ class TurnRunner:
         )
         return TurnResult(text, progress.model_name, progress.session_id, progress.rounds)
 
-    async def _ask(
-        self,
-        agent: Agent,
-        session_id: int,
-        images: ImageTurn | None = None,
-        prefetched: TurnContext | None = None,
-        stream: TurnStream | None = None,
-    ) -> tuple[ChatResponse, int]:
-        """The model's answer, and the size of the unsummarised history it was built from."""
-        first, history_tokens = await self._context(
-            agent, session_id, self._settings.context_window_tokens, prefetched
-        )
-        try:
-            response = await self._request(agent, first, images, stream)
-        except ContextWindowExceeded:
-            # The model's window is smaller than our estimate said: compact in the background
-            # and retry once with half of what was sent. Resending the same request would only
-            # fail again, so without older turns left to drop the turn gives up.
-            self._compaction.request(session_id)
-            retry, _ = await self._context(agent, session_id, first.tokens // 2)
-            if len(retry.messages) >= len(first.messages):
-                log.warning(
-                    "agent %s: context window exceeded by the current message alone", agent.id
-                )
-                raise
-            log.warning(
-                "agent %s: context window exceeded; retrying with %d of %d messages",
-                agent.id,
-                len(retry.messages),
-                len(first.messages),
-            )
-            response = await self._request(agent, retry, images, stream)
-        if response.truncated and not response.tool_calls:
-            log.warning("agent %s: model %s hit its length limit", agent.id, response.model_name)
-            response = dataclasses.replace(response, text=mark_truncated(response.text))
-        return response, history_tokens
-
-    async def _context(
-        self, agent: Agent, session_id: int, budget: int, read: TurnContext | None = None
-    ) -> tuple[ContextWindow, int]:
-        """The window that fits ``budget``, and the size of the unsummarised history
-        (``read``: the store's answer already in hand)."""
-        summary, history = read or await self._store.turn_context(session_id)
-        window = build_context(agent.persona, summary, history, budget)
-        if window.dropped:
-            log.info(
-                "agent %s session %d: %d older messages left out of the context",
-                agent.id,
-                session_id,
-                window.dropped,
-            )
-        return window, unsummarised_tokens(history)
-
-    async def _request(
-        self,
-        agent: Agent,
-        window: ContextWindow,
-        images: ImageTurn | None = None,
-        stream: TurnStream | None = None,
-    ) -> ChatResponse:
-        messages = window.messages if images is None else images.attach(window.messages)
-        sink = stream.on_event if stream is not None and stream.streams else None
-        return await self._chain.chat(
-            agent.chain,
-            ChatRequest(
-                system=window.system, messages=messages, tools=self._tools.specs(), stream_to=sink
-            ),
-            adapt=None if images is None else images.adapter,
-        )
-
 
 @dataclass
 class _Progress:
@@ -316,40 +249,3 @@ class _Progress:
     model_name: str = ""
     rounds: int = 0
     unanswered: list[ToolCall] = dataclasses.field(default_factory=list)  # no result yet
-
-
-@dataclass(frozen=True)
-class ImageTurn:
-    """The current turn's images: parts on its user message, fitted to each candidate."""
-
-    adapter: ImageAdapter
-
-    @classmethod
-    def of(cls, media: PreparedTurn | None, vision: VisionModels | None) -> ImageTurn | None:
-        if media is None or not media.images or vision is None:
-            return None
-        return cls(vision.adapter(media.images))
-
-    def attach(self, messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
-        """The newest user message (the current turn, always in the window) with images."""
-        last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
-        if last is None:
-            return messages
-        current = dataclasses.replace(messages[last], images=self.adapter.images)
-        return (*messages[:last], current, *messages[last + 1 :])
-
-    def described(self, extras: JSONObject) -> JSONObject:
-        """``extras`` with the vision role's description on its images' references."""
-        refs = [dict(r) for r in media_refs(extras)]
-        for ref in refs:
-            if ref.get("kind") in IMAGE_KINDS:
-                ref["description"] = self.adapter.description
-        return {**extras, "media": refs}
-
-
-def mark_truncated(text: str) -> str:
-    """``text`` with a note that it is not the whole answer; a code block the cut left open
-    is closed first, so the note is not shown as code."""
-    if text.count("```") % 2:
-        text += "\n```"
-    return f"{text}\n\n{TRUNCATED_NOTE}"

@@ -4,8 +4,9 @@ Each part has its own module, and this class only wires them together and answer
 ``Channel`` calls: telegram_connect (getMe, commands and webhook, retried in the
 background), telegram_poll (the getUpdates loop that confirms an update only after it is
 stored), telegram_intake (what one raw update becomes: skipped, refused, or stored and
-handed over), telegram_send and telegram_stream (replies and previews), and
-telegram_state (how receiving stands, for ``status()`` and the supervisor).
+handed over), telegram_send, telegram_stream and telegram_typing (replies, previews and
+the typing indicator), and telegram_state (how receiving stands, for ``status()`` and the
+supervisor).
 
 A bot with ``updates: "webhook"`` never calls getUpdates (that would silently delete its
 webhook): it registers with the ``WebhookServer`` and calls setWebhook instead, and each
@@ -23,8 +24,6 @@ from typing import Any
 
 import httpx
 from telegram import Bot
-from telegram import error as tg
-from telegram.constants import ChatAction
 from telegram.request import HTTPXRequest
 
 from bot.channels.base import (
@@ -50,6 +49,7 @@ from bot.channels.telegram_poll import MAX_BACKOFF_S, POLL_TIMEOUT_S, UpdatePoll
 from bot.channels.telegram_send import TelegramSender
 from bot.channels.telegram_state import Reception
 from bot.channels.telegram_stream import DraftPreview, EditPreview
+from bot.channels.telegram_typing import TYPING_AFTER_S, TYPING_EVERY_S, typing_in
 from bot.channels.telegram_webhook import WebhookServer
 from bot.config.schema import TelegramBot
 from bot.errors import ChannelAuthError, ChannelError
@@ -60,6 +60,7 @@ from bot.types import Attachment
 
 log = logging.getLogger(__name__)
 
+# Still importable from here, where callers and tests found them before the split.
 __all__ = [
     "ALLOWED_UPDATES",
     "BOT_LOOP_LIMIT",
@@ -67,13 +68,11 @@ __all__ = [
     "GENERATION_STOPPED",
     "MAX_BACKOFF_S",
     "POLL_TIMEOUT_S",
+    "TYPING_AFTER_S",
+    "TYPING_EVERY_S",
     "TelegramChannel",
     "shared_tls",
 ]
-
-TYPING_EVERY_S = 4.0
-# An answer within this long needs no typing indicator: most instant replies skip a request.
-TYPING_AFTER_S = 0.3
 
 
 def shared_tls() -> dict[str, Any]:
@@ -309,23 +308,8 @@ class TelegramChannel(Channel):
 
     @contextlib.asynccontextmanager
     async def typing(self, chat_id: str, topic_id: str | None = None) -> AsyncIterator[None]:
-        async def keep_typing() -> None:
-            await asyncio.sleep(TYPING_AFTER_S)
-            while True:
-                with contextlib.suppress(tg.TelegramError):
-                    await self._bot.send_chat_action(
-                        int(chat_id),
-                        ChatAction.TYPING,
-                        message_thread_id=int(topic_id) if topic_id else None,
-                    )
-                await asyncio.sleep(TYPING_EVERY_S)  # Telegram shows it for ~5 s
-
-        task = asyncio.create_task(keep_typing())
-        try:
+        async with typing_in(self._bot, chat_id, topic_id):
             yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     # --- webhook mode (the WebhookBot of bot.channels.telegram_webhook) --------------
 
