@@ -16,6 +16,7 @@ from bot.errors import InvalidResponse, ProviderUnavailable
 from bot.providers.anthropic import AnthropicProvider
 from bot.providers.base import Provider
 from bot.providers.openai import OpenAIProvider
+from bot.providers.sse import SseLines
 from bot.streaming.pacing import BotPacer
 from bot.streaming.partial import stable_markdown
 from bot.testing import FakeLLM, Malformed, Streamed, ToolCall, Unterminated
@@ -199,3 +200,23 @@ async def test_the_pacer_keeps_slots_for_finals_and_counts_calls_until_they_end(
     assert not pacer.try_preview()
     now[0] += 1.01
     assert pacer.try_preview()  # a second after the calls ended, their slots are free
+
+
+async def test_a_stream_splits_lines_only_where_sse_does(
+    fake_llm: FakeLLM, client: httpx.AsyncClient
+) -> None:
+    # A raw U+2028 is legal inside a JSON string; str.splitlines would cut the line there.
+    chunk = {"choices": [{"delta": {"content": "one\u2028two é"}}]}
+    body = f"data: {json.dumps(chunk, ensure_ascii=False)}\r\n\r\ndata: [DONE]\r\n\r\n"
+    fake_llm.script(None, Malformed(body, content_type="text/event-stream"))
+    events = await events_of(openai(fake_llm, client))
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["one\u2028two é"]
+
+
+def test_sse_lines_join_what_reads_cut() -> None:
+    lines = SseLines()
+    data = "data: é\r\n\r\ndata: x\rdata: y\n".encode()
+    got = [line for n in range(len(data)) for line in lines.feed(data[n : n + 1])]
+    assert got == ["data: é", "", "data: x", "data: y"]
+    assert lines.feed(b"data: tail") == []
+    assert lines.flush() == ["data: tail"]

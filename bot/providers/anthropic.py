@@ -27,6 +27,7 @@ from bot.providers import http_errors, wire_values
 from bot.providers.anthropic_stream import AnthropicStreamAssembler
 from bot.providers.base import drain
 from bot.providers.http_base import HttpProvider
+from bot.providers.sse import sse_batches
 from bot.types import (
     ChatMessage,
     ChatRequest,
@@ -66,17 +67,18 @@ class AnthropicProvider(HttpProvider):
                 if response.status_code != 200:
                     await response.aread()
                     raise http_errors.from_response(response, name)
-                async for line in response.aiter_lines():
-                    try:
-                        events = assembler.feed(line)
-                    except ValueError as exc:
-                        raise InvalidResponse(
-                            f"unusable stream event ({exc})", model_name=name
-                        ) from exc
-                    if assembler.error is not None:
-                        raise http_errors.stream_error(response, assembler.error, name)
-                    for event in events:
-                        yield event
+                async for lines in sse_batches(response, lambda: assembler.done):
+                    for line in lines:
+                        try:
+                            events = assembler.feed(line)
+                        except ValueError as exc:
+                            raise InvalidResponse(
+                                f"unusable stream event ({exc})", model_name=name
+                            ) from exc
+                        if assembler.error is not None:
+                            raise http_errors.stream_error(response, assembler.error, name)
+                        for event in events:
+                            yield event
         except httpx.HTTPError as exc:
             raise http_errors.from_transport_error(exc, name) from exc
         if not assembler.done:

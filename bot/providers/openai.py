@@ -14,6 +14,7 @@ from bot.providers import http_errors, wire_values
 from bot.providers.base import drain
 from bot.providers.http_base import HttpProvider
 from bot.providers.openai_stream import StreamAssembler
+from bot.providers.sse import sse_batches
 from bot.providers.wire_values import as_object
 from bot.types import (
     AudioClip,
@@ -60,15 +61,16 @@ class OpenAIProvider(HttpProvider):
                         yield TextDelta(whole.text)
                     yield StreamDone(whole)
                     return
-                async for line in response.aiter_lines():
-                    try:
-                        events = assembler.feed(line)
-                    except ValueError as exc:
-                        raise InvalidResponse(
-                            f"unusable stream chunk ({exc})", model_name=name
-                        ) from exc
-                    for event in events:
-                        yield event
+                async for lines in sse_batches(response, lambda: assembler.done):
+                    for line in lines:
+                        try:
+                            events = assembler.feed(line)
+                        except ValueError as exc:
+                            raise InvalidResponse(
+                                f"unusable stream chunk ({exc})", model_name=name
+                            ) from exc
+                        for event in events:
+                            yield event
         except httpx.HTTPError as exc:
             raise http_errors.from_transport_error(exc, name) from exc
         if not assembler.done:
