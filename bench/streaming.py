@@ -9,7 +9,9 @@ pieces spread over --seconds, FakeTelegram records every call. Two parts, each r
 (b) --chats chats streaming such a reply at once on one bot: bridge CPU seconds in all, message
     calls, the busiest second of message calls at FakeTelegram (the pacer's limit applies), and
     seconds until the last reply was complete.
-Bridge CPU is utime + stime from /proc/PID/stat around the measured part.
+Bridge CPU is utime + stime from /proc/PID/stat around the measured part. ``--seconds 0``
+streams as fast as the fake can write (every token still its own SSE event and HTTP chunk):
+what the stream costs without the model's pace.
 Run: python bench/streaming.py [--quick] [--tokens 1000] [--seconds 5] [--chats 50] [--repeat 3]
 """
 
@@ -159,7 +161,8 @@ async def main(args: argparse.Namespace) -> None:
     stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
         results = {mode: await run_mode(mode, args, Path(tmp)) for mode in ("off", "edit")}
-    print(f"# {args.tokens} tokens over {args.seconds:g} s per reply; bridge CPU from /proc")
+    pace = f"over {args.seconds:g} s" if args.seconds else "as fast as possible"
+    print(f"# {args.tokens} tokens {pace} per reply; bridge CPU from /proc")
     print("(a) one reply       mode   CPU ms  message calls  wall s")
     for mode, (single, _) in results.items():
         print(
