@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from pathlib import Path
@@ -57,6 +58,16 @@ async def start_bridge(
     await bridge.start()
     await fake_telegram.wait_for_poll(ALICE.token, timeout=30)
     return bridge
+
+
+async def summary_stored(tmp_path: Path, within_s: float = 30) -> None:
+    """Until the bridge (another process) has committed a summary."""
+    async with asyncio.timeout(within_s):
+        while True:
+            with sqlite3.connect(tmp_path / "sessions.db") as db:
+                if db.execute("SELECT count(*) FROM summaries").fetchone()[0]:
+                    return
+            await asyncio.sleep(0.02)  # a file gives no change notification
 
 
 async def turn(fake_telegram: FakeTelegram, n: int, text: str) -> str:
@@ -117,6 +128,7 @@ async def test_failing_compaction_model_loses_nothing_and_recovers(
 
     healthy = True
     await fake_llm.wait_for_requests(len(failed) + 1, model=SUMMARY_MODEL, timeout=30)
+    await summary_stored(tmp_path)  # the request came; its commit follows a moment later
     reply = await turn(fake_telegram, 31, "And now?")
     assert reply.endswith("And now?")
     assert await bridge.stop() == 0
