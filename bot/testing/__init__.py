@@ -2,7 +2,7 @@
 
 ``FakeTelegram`` is a fake Bot API server and ``FakeLLM`` a scripted model server, both
 real HTTP servers on 127.0.0.1. Tests, benchmarks and the offline demo share them.
-They need the ``testing`` extra (aiohttp): ``pip install 'persona-bridge[testing]'``.
+They run on aiohttp, a runtime dependency (the health and webhook servers use it too).
 """
 
 from bot.testing.bridge import BridgeProcess, bridge_config
