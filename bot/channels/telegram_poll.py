@@ -10,6 +10,7 @@ the same offset for ever. Only the process elected as the bot's poller polls (SP
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -104,7 +105,10 @@ class UpdatePoller:
                 if type(update_id) is not int:
                     log.warning("bot %s: an update without an update_id skipped", self.name)
                     continue
-                await self._take(raw, update_id, handler)
+                # Shielded: a stop (a reload restarting this bot) that cancels the poller
+                # must not leave an update stored and claimed by this process but handed
+                # to no lane; the stop waits for nothing, the hand-over still happens.
+                await asyncio.shield(self._take(raw, update_id, handler))
                 self._offset = update_id + 1  # confirmed by the next getUpdates
 
     async def _fetch_updates(self) -> list[Any]:
