@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bot.testing.fake_telegram import FakeTelegram
 
@@ -99,6 +99,10 @@ def console_config(*, llm_base: str, database: str = "sessions.db") -> dict[str,
 class BridgeProcess:
     """``python -m bot run --config PATH`` as a child; stderr goes to ``log_path``."""
 
+    #: Children started by this test process: the pytest plugin kills any still running
+    #: after each test, so a failed test cannot leave a bridge behind to load the next ones.
+    started: ClassVar[list[int]] = []
+
     def __init__(
         self,
         config_path: Path,
@@ -134,6 +138,7 @@ class BridgeProcess:
                 env=self._env,
                 start_new_session=True,
             )
+        BridgeProcess.started.append(self.process.pid)
 
     async def start_polling(self, telegram: FakeTelegram, *tokens: str) -> None:
         """Start, then wait until every bot named by ``tokens`` has a long poll open."""

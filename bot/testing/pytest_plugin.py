@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest_asyncio
 
 from bot.sessions.postgres import PostgresSessionStore
 from bot.sessions.store import SessionStore, SqliteSessionStore
+from bot.testing.bridge import BridgeProcess
 from bot.testing.fake_llm import FakeLLM
 from bot.testing.fake_telegram import FakeTelegram
 from bot.testing.postgres import (
@@ -20,6 +24,16 @@ from bot.testing.postgres import (
     postgres_server,
     with_database,
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_bridge_left_running() -> Iterator[None]:
+    """A test that failed before stopping its bridge must not leave it running."""
+    yield
+    while BridgeProcess.started:
+        pid = BridgeProcess.started.pop()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # start_new_session: the group is the bridge's
 
 
 @pytest_asyncio.fixture
