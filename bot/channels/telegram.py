@@ -112,6 +112,7 @@ class TelegramChannel(Channel):
         files_client = httpx.AsyncClient(follow_redirects=False, verify=client_context())
         self._files = TelegramFiles(self._bot, files_client)
         self._drafts_refused = False  # latched by the first 400 to a draft, until restart
+        self._preview_html: dict[int, str] = {}  # preview message id → what it shows now
         self._state = Reception()
         self._intake = TelegramIntake(
             spec, self._bot, inbox, self._state, plain=self._sender.plain, pairing=pairing
@@ -259,7 +260,8 @@ class TelegramChannel(Channel):
     ) -> None:
         thread = int(topic_id) if topic_id else None
         preview = int(replace) if replace else None
-        await self._sender.reply(int(chat_id), text, thread, delivery, preview)
+        shows = self._preview_html.pop(preview, None) if preview is not None else None
+        await self._sender.reply(int(chat_id), text, thread, delivery, preview, shows)
 
     def preview(
         self,
@@ -286,6 +288,7 @@ class TelegramChannel(Channel):
                 name=self.name,
                 message_id=int(message_id) if message_id else None,
                 keep=keep,
+                shown=self._preview_html,
             )
 
         # Drafts exist in private chats only; a preview left by a crash is edited instead.

@@ -103,9 +103,11 @@ class TelegramSender:
         thread: int | None,
         delivery: DeliveryLog | None,
         replace: int | None = None,
+        replace_shows: str | None = None,
     ) -> None:
         """Send ``text`` from ``delivery.first_chunk`` on; chunk 0 edits message ``replace``
-        (the streamed preview) when given."""
+        (the streamed preview) when given — unless it already shows ``replace_shows``, the
+        same HTML (an identical edit is refused as "message is not modified")."""
         first = delivery.first_chunk if delivery is not None else 0
         rendered = await render_reply(text)
         chunks = capped(rendered, self._max_messages)
@@ -123,7 +125,8 @@ class TelegramSender:
             if delivery is not None:
                 await delivery.sending(index)
             if index == 0 and replace is not None:
-                await self._edit_chunk(chat_id, replace, chunk, thread)
+                if chunk.html != replace_shows:
+                    await self._edit_chunk(chat_id, replace, chunk, thread)
             else:
                 await self._send_chunk(chat_id, chunk, thread)
             if delivery is not None:

@@ -213,6 +213,9 @@ class _PacedPreview(Preview):
             raise telegram_errors.translate(exc) from exc
 
 
+SHOWN_KEPT = 4096
+
+
 class EditPreview(_PacedPreview):
     """One message, sent once and then edited in place."""
 
@@ -227,10 +230,14 @@ class EditPreview(_PacedPreview):
         name: str,
         message_id: int | None = None,
         keep: KeepPreview | None = None,
+        shown: dict[int, str] | None = None,
     ) -> None:
         super().__init__(bot, pacer, chat_id, thread, interval_s=interval_s, name=name)
         self._message_id = message_id
         self._keep = keep
+        # message id → the HTML it shows now, so the final answer skips an edit that
+        # would change nothing (Telegram answers it "message is not modified").
+        self._shown_by_id = shown
 
     @property
     def message_id(self) -> str | None:
@@ -243,6 +250,7 @@ class EditPreview(_PacedPreview):
                     html, chat_id=self._chat_id, message_id=self._message_id, parse_mode="HTML"
                 )
             )
+            self._remember(self._message_id, html)
             return
         message = await self._api(
             lambda: self._bot.send_message(
@@ -250,8 +258,18 @@ class EditPreview(_PacedPreview):
             )
         )
         self._message_id = message.message_id  # type: ignore[attr-defined]
+        self._remember(self._message_id, html)
         if self._keep is not None:
             await self._keep(str(self._message_id))
+
+    def _remember(self, message_id: int, html: str) -> None:
+        shown = self._shown_by_id
+        if shown is None:
+            return
+        shown.pop(message_id, None)
+        shown[message_id] = html
+        while len(shown) > SHOWN_KEPT:  # bounded: a preview whose turn never ended
+            del shown[next(iter(shown))]
 
 
 class DraftPreview(_PacedPreview):
