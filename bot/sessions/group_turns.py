@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
+from bot.sessions.doors import SqliteDoor
 
 
 @dataclass(frozen=True)
@@ -64,18 +63,8 @@ _SELECT = (
 )
 
 
-class SqliteGroupTurns(GroupTurnStore):
+class SqliteGroupTurns(SqliteDoor, GroupTurnStore):
     """The group methods of ``SqliteSessionStore``; it provides the connection door."""
-
-    _clock: Callable[[], float]
-
-    def _use(
-        self, what: str, *, transaction: bool = False
-    ) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError
-
-    async def _fetch(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        raise NotImplementedError
 
     async def group_decide(
         self, chat_id: str, topic_id: str | None, shared_id: str, answerers: Sequence[str]

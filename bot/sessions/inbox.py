@@ -10,14 +10,10 @@ Spawned tasks get ids below zero on their chat's channel, so they never meet upd
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
-
-import aiosqlite
 
 from bot.errors import StoreError
+from bot.sessions.doors import SqliteDoor
 from bot.sessions.schema import clean_text
 
 UPDATE = "update"
@@ -125,25 +121,12 @@ _ROW_COLUMNS = (
 )
 
 
-def _no_row(channel: str, update_id: int) -> StoreError:
+def missing_row(channel: str, update_id: int) -> StoreError:
     return StoreError(f"session store: inbox has no update {channel}/{update_id}")
 
 
-class SqliteInbox(InboxStore):
+class SqliteInbox(SqliteDoor, InboxStore):
     """The inbox methods of ``SqliteSessionStore``; it provides the connection door."""
-
-    _clock: Callable[[], float]
-
-    def _use(
-        self, what: str, *, transaction: bool = False
-    ) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError
-
-    async def _fetch(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        raise NotImplementedError
-
-    async def _write(self, what: str, sql: str, params: tuple[Any, ...]) -> tuple[int, int]:
-        raise NotImplementedError
 
     async def inbox_put(
         self,
@@ -232,12 +215,12 @@ class SqliteInbox(InboxStore):
         )
         params = (self._clock(), outcome, note, channel, update_id)
         if (await self._write("inbox_done", sql, params))[1] != 1:
-            raise _no_row(channel, update_id)
+            raise missing_row(channel, update_id)
 
     async def inbox_reply(self, channel: str, update_id: int, reply: str) -> None:
         sql = "UPDATE inbox SET reply = ? WHERE channel = ? AND update_id = ?"
         if (await self._write("inbox_reply", sql, (clean_text(reply), channel, update_id)))[1] != 1:
-            raise _no_row(channel, update_id)
+            raise missing_row(channel, update_id)
 
     async def inbox_progress(
         self, channel: str, update_id: int, *, sending: int | None, chunks_sent: int
@@ -245,7 +228,7 @@ class SqliteInbox(InboxStore):
         sql = "UPDATE inbox SET sending = ?, chunks_sent = ? WHERE channel = ? AND update_id = ?"
         params = (sending, chunks_sent, channel, update_id)
         if (await self._write("inbox_progress", sql, params))[1] != 1:
-            raise _no_row(channel, update_id)
+            raise missing_row(channel, update_id)
 
     async def inbox_delivered(self, channel: str, update_id: int, *, chunks_sent: int) -> None:
         sql = (
@@ -255,12 +238,12 @@ class SqliteInbox(InboxStore):
         )
         params = (chunks_sent, self._clock(), channel, update_id)
         if (await self._write("inbox_delivered", sql, params))[1] != 1:
-            raise _no_row(channel, update_id)
+            raise missing_row(channel, update_id)
 
     async def inbox_preview(self, channel: str, update_id: int, message_id: str | None) -> None:
         sql = "UPDATE inbox SET preview_id = ? WHERE channel = ? AND update_id = ?"
         if (await self._write("inbox_preview", sql, (message_id, channel, update_id)))[1] != 1:
-            raise _no_row(channel, update_id)
+            raise missing_row(channel, update_id)
 
     async def inbox_backlog(self) -> int:
         sql = "SELECT COUNT(*) FROM inbox WHERE status = 'pending'"

@@ -13,13 +13,9 @@ from __future__ import annotations
 import re
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
 
-import aiosqlite
-
+from bot.sessions.doors import SqliteDoor
 from bot.sessions.schema import clean_text
 
 # No 0/O, 1/I/L: a code read out or typed from a screenshot stays unambiguous.
@@ -100,25 +96,12 @@ class PairingStore(ABC):
         """Every approval, oldest first."""
 
 
-_CODE_COLUMNS = "code, channel, user_id, username, chat_id, created_at, expires_at"
-_APPROVAL_COLUMNS = "channel, user_id, username, approved_by, approved_at"
+CODE_COLUMNS = "code, channel, user_id, username, chat_id, created_at, expires_at"
+APPROVAL_COLUMNS = "channel, user_id, username, approved_by, approved_at"
 
 
-class SqlitePairing(PairingStore):
+class SqlitePairing(SqliteDoor, PairingStore):
     """The pairing methods of ``SqliteSessionStore``; it provides the connection door."""
-
-    _clock: Callable[[], float]
-
-    def _use(
-        self, what: str, *, transaction: bool = False
-    ) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError
-
-    async def _fetch(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        raise NotImplementedError
-
-    async def _write(self, what: str, sql: str, params: tuple[Any, ...]) -> tuple[int, int]:
-        raise NotImplementedError
 
     async def pairing_issue(
         self,
@@ -134,7 +117,7 @@ class SqlitePairing(PairingStore):
         now = self._clock()
         async with self._use("pairing_issue", transaction=True) as conn:
             await conn.execute("DELETE FROM pairing_codes WHERE expires_at <= ?", (now,))
-            mine = f"SELECT {_CODE_COLUMNS} FROM pairing_codes WHERE channel = ? AND user_id = ?"
+            mine = f"SELECT {CODE_COLUMNS} FROM pairing_codes WHERE channel = ? AND user_id = ?"
             rows = list(await conn.execute_fetchall(mine, (channel, user_id)))
             if rows:
                 return PairingCode(*rows[0])
@@ -152,7 +135,7 @@ class SqlitePairing(PairingStore):
                 now + ttl_s,
             )
             await conn.execute(
-                f"INSERT INTO pairing_codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO pairing_codes ({CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     issued.code,
                     issued.channel,
@@ -178,7 +161,7 @@ class SqlitePairing(PairingStore):
             channel, user_id, username = rows[0]
             approval = PairingApproval(channel, user_id, username, clean_text(approved_by), now)
             await conn.execute(
-                f"INSERT INTO pairing_approvals ({_APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+                f"INSERT INTO pairing_approvals ({APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (channel, user_id) DO UPDATE SET username = excluded.username,"
                 " approved_by = excluded.approved_by, approved_at = excluded.approved_at",
                 (channel, user_id, username, approval.approved_by, now),
@@ -199,11 +182,11 @@ class SqlitePairing(PairingStore):
 
     async def pairing_codes(self) -> list[PairingCode]:
         sql = (
-            f"SELECT {_CODE_COLUMNS} FROM pairing_codes WHERE expires_at > ?"
+            f"SELECT {CODE_COLUMNS} FROM pairing_codes WHERE expires_at > ?"
             " ORDER BY created_at, code"
         )
         return [PairingCode(*r) for r in await self._fetch("pairing_codes", sql, (self._clock(),))]
 
     async def pairing_approvals(self) -> list[PairingApproval]:
-        sql = f"SELECT {_APPROVAL_COLUMNS} FROM pairing_approvals ORDER BY approved_at, channel"
+        sql = f"SELECT {APPROVAL_COLUMNS} FROM pairing_approvals ORDER BY approved_at, channel"
         return [PairingApproval(*r) for r in await self._fetch("pairing_approvals", sql)]

@@ -7,34 +7,24 @@ recorded).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from typing import Any
 
+from bot.sessions.doors import PgDoor
 from bot.sessions.group_turns import GroupTurn, GroupTurnStore
-from bot.sessions.pairing_store import PairingApproval, PairingCode, PairingStore
+from bot.sessions.pairing_store import (
+    APPROVAL_COLUMNS,
+    CODE_COLUMNS,
+    PairingApproval,
+    PairingCode,
+    PairingStore,
+)
 from bot.sessions.postgres_inbox import pg_text
-from bot.sessions.usage import GROUPS, UsageRow, UsageStore, UsageTotal
-
-_CODE_COLUMNS = "code, channel, user_id, username, chat_id, created_at, expires_at"
-_APPROVAL_COLUMNS = "channel, user_id, username, approved_by, approved_at"
-_TOTALS = """count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-    coalesce(sum(cost_usd), 0), count(cost_usd), coalesce(sum(estimated), 0)"""
+from bot.sessions.usage import GROUPS, TOTALS, UsageRow, UsageStore, UsageTotal
 
 
-class PgExtras(UsageStore, PairingStore, GroupTurnStore):
+class PgExtras(PgDoor, UsageStore, PairingStore, GroupTurnStore):
     """Provided by ``PostgresSessionStore``: the connection door and the clock."""
-
-    _clock: Callable[[], float]
-
-    def _conn(self, what: str, *, transaction: bool = False) -> AbstractAsyncContextManager[Any]:
-        raise NotImplementedError
-
-    async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
-        raise NotImplementedError
-
-    async def _status(self, what: str, sql: str, *params: Any) -> int:
-        raise NotImplementedError
 
     # --- pairing ----------------------------------------------------------------------
 
@@ -55,7 +45,7 @@ class PgExtras(UsageStore, PairingStore, GroupTurnStore):
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('pairing:' || $1))", channel)
             await conn.execute("DELETE FROM pairing_codes WHERE expires_at <= $1", now)
             mine = await conn.fetchrow(
-                f"SELECT {_CODE_COLUMNS} FROM pairing_codes WHERE channel = $1 AND user_id = $2",
+                f"SELECT {CODE_COLUMNS} FROM pairing_codes WHERE channel = $1 AND user_id = $2",
                 channel,
                 user_id,
             )
@@ -74,7 +64,7 @@ class PgExtras(UsageStore, PairingStore, GroupTurnStore):
                 now + ttl_s,
             )
             await conn.execute(
-                f"INSERT INTO pairing_codes ({_CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                f"INSERT INTO pairing_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 issued.code,
                 issued.channel,
                 issued.user_id,
@@ -100,7 +90,7 @@ class PgExtras(UsageStore, PairingStore, GroupTurnStore):
             channel, user_id, username = row
             approval = PairingApproval(channel, user_id, username, pg_text(approved_by), now)
             await conn.execute(
-                f"INSERT INTO pairing_approvals ({_APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+                f"INSERT INTO pairing_approvals ({APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
                 " ON CONFLICT (channel, user_id) DO UPDATE SET username = excluded.username,"
                 " approved_by = excluded.approved_by, approved_at = excluded.approved_at",
                 channel,
@@ -123,13 +113,13 @@ class PgExtras(UsageStore, PairingStore, GroupTurnStore):
 
     async def pairing_codes(self) -> list[PairingCode]:
         sql = (
-            f"SELECT {_CODE_COLUMNS} FROM pairing_codes WHERE expires_at > $1"
+            f"SELECT {CODE_COLUMNS} FROM pairing_codes WHERE expires_at > $1"
             " ORDER BY created_at, code"
         )
         return [PairingCode(*r) for r in await self._fetch("pairing_codes", sql, self._clock())]
 
     async def pairing_approvals(self) -> list[PairingApproval]:
-        sql = f"SELECT {_APPROVAL_COLUMNS} FROM pairing_approvals ORDER BY approved_at, channel"
+        sql = f"SELECT {APPROVAL_COLUMNS} FROM pairing_approvals ORDER BY approved_at, channel"
         return [PairingApproval(*r) for r in await self._fetch("pairing_approvals", sql)]
 
     # --- usage ------------------------------------------------------------------------
@@ -172,7 +162,7 @@ class PgExtras(UsageStore, PairingStore, GroupTurnStore):
             if value is not None:
                 params.append(value)
                 where.append(f"{column} ${len(params)}")
-        sql = f"SELECT {', '.join([*columns, _TOTALS])} FROM usage WHERE {' AND '.join(where)}"
+        sql = f"SELECT {', '.join([*columns, TOTALS])} FROM usage WHERE {' AND '.join(where)}"
         if columns:
             grouped = ", ".join(columns)
             sql += f" GROUP BY {grouped} ORDER BY sum(prompt_tokens + completion_tokens) DESC"

@@ -6,13 +6,11 @@ key, so an update delivered twice — to two processes, or twice to one — is s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
-from bot.errors import StoreError
-from bot.sessions.inbox import TASK, InboxRow, InboxStore
+from bot.sessions.doors import PgDoor
+from bot.sessions.inbox import TASK, InboxRow, InboxStore, missing_row
 from bot.sessions.schema import clean_text
 
 ROW_COLUMNS = (
@@ -26,27 +24,12 @@ def pg_text(value: str) -> str:
     return clean_text(value).replace("\x00", "\ufffd")
 
 
-def _no_row(channel: str, update_id: int) -> StoreError:
-    return StoreError(f"session store: inbox has no update {channel}/{update_id}")
-
-
 def inbox_rows(records: list[Any]) -> list[InboxRow]:
     return [InboxRow(*record) for record in records]
 
 
-class PgInbox(InboxStore):
+class PgInbox(PgDoor, InboxStore):
     """Provided by ``PostgresSessionStore``: the connection door and the clock."""
-
-    _clock: Callable[[], float]
-
-    def _conn(self, what: str, *, transaction: bool = False) -> AbstractAsyncContextManager[Any]:
-        raise NotImplementedError
-
-    async def _fetch(self, what: str, sql: str, *params: Any) -> list[Any]:
-        raise NotImplementedError
-
-    async def _status(self, what: str, sql: str, *params: Any) -> int:
-        raise NotImplementedError
 
     async def inbox_put(
         self,
@@ -130,12 +113,12 @@ class PgInbox(InboxStore):
         )
         params = (self._clock(), outcome, None if note is None else pg_text(note))
         if await self._status("inbox_done", sql, *params, channel, update_id) != 1:
-            raise _no_row(channel, update_id)
+            raise missing_row(channel, update_id)
 
     async def inbox_reply(self, channel: str, update_id: int, reply: str) -> None:
         sql = "UPDATE inbox SET reply = $1 WHERE channel = $2 AND update_id = $3"
         if await self._status("inbox_reply", sql, pg_text(reply), channel, update_id) != 1:
-            raise _no_row(channel, update_id)
+            raise missing_row(channel, update_id)
 
     async def inbox_progress(
         self, channel: str, update_id: int, *, sending: int | None, chunks_sent: int
@@ -144,12 +127,12 @@ class PgInbox(InboxStore):
             "UPDATE inbox SET sending = $1, chunks_sent = $2 WHERE channel = $3 AND update_id = $4"
         )
         if await self._status("inbox_progress", sql, sending, chunks_sent, channel, update_id) != 1:
-            raise _no_row(channel, update_id)
+            raise missing_row(channel, update_id)
 
     async def inbox_preview(self, channel: str, update_id: int, message_id: str | None) -> None:
         sql = "UPDATE inbox SET preview_id = $1 WHERE channel = $2 AND update_id = $3"
         if await self._status("inbox_preview", sql, message_id, channel, update_id) != 1:
-            raise _no_row(channel, update_id)
+            raise missing_row(channel, update_id)
 
     async def inbox_backlog(self) -> int:
         sql = "SELECT COUNT(*) FROM inbox WHERE status = 'pending'"

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.sessions.doors import SqliteDoor
 from bot.sessions.schema import clean_text
 
 # What ``usage_summary`` may group by: the columns a report names.
@@ -84,18 +85,12 @@ class UsageStore(ABC):
 _INSERT = """INSERT INTO usage (at, agent_id, user_id, channel, chat_id, model_name, purpose,
     prompt_tokens, completion_tokens, cost_usd, estimated)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
-_TOTALS = """count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
+TOTALS = """count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
     coalesce(sum(cost_usd), 0), count(cost_usd), coalesce(sum(estimated), 0)"""
 
 
-class SqliteUsage(UsageStore):
+class SqliteUsage(SqliteDoor, UsageStore):
     """The ledger methods of ``SqliteSessionStore``; it provides the connection door."""
-
-    async def _fetch(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        raise NotImplementedError
-
-    async def _write(self, what: str, sql: str, params: tuple[Any, ...]) -> tuple[int, int]:
-        raise NotImplementedError
 
     async def usage_add(self, row: UsageRow) -> None:
         params = (
@@ -137,7 +132,7 @@ class SqliteUsage(UsageStore):
         if user_id is not None:
             where.append("user_id = ?")
             params.append(user_id)
-        select = ", ".join([*columns, _TOTALS])
+        select = ", ".join([*columns, TOTALS])
         sql = f"SELECT {select} FROM usage WHERE {' AND '.join(where)}"
         if columns:
             grouped = ", ".join(columns)
