@@ -306,7 +306,10 @@ async def run_phase(args: argparse.Namespace, tmp: Path, floor: bool) -> Phase:
             child = FloorProcess(tmp, telegram.base_url, llm.openai_base)
         else:
             config = bridge_config(
-                telegram_base=telegram.base_url, llm_base=llm.openai_base, bots=BOTS
+                telegram_base=telegram.base_url,
+                llm_base=llm.openai_base,
+                bots=BOTS,
+                bot_extra={"messages_per_second": args.rate},
             )
             child = BridgeProcess.write(tmp, config, args=("--log-level", "WARNING"))
         await child.start()
@@ -346,6 +349,7 @@ async def main_async(args: argparse.Namespace) -> None:
     print(
         f"# command: python bench/message_path.py{quick} --sequential {args.sequential} "
         f"--messages {args.messages} --window {args.window} --rounds {args.rounds}"
+        f" --rate {args.rate}"
     )
     print("# bridge = child process; FakeTelegram, FakeLLM (Echo, instant) and load = this process")
     load = os.getloadavg()
@@ -430,6 +434,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=None, help="(b) messages (10000)")
     parser.add_argument("--window", type=int, default=300, help="(b) most outstanding")
     parser.add_argument("--rounds", type=int, default=1, help="repeat (b) in the same bridge")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=1000,
+        help="each bot's messages_per_second (1000: the fake has no limit; 25 paces as the"
+        " product default does for real Telegram)",
+    )
     parser.add_argument("--budget", type=float, default=600.0, help="(b) time limit, seconds")
     args = parser.parse_args()
     if args.sequential is None:

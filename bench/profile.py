@@ -8,7 +8,8 @@ chats (bench/message_path.py's part (b)), and samples the bridge child while it 
 - otherwise (or with --cprofile) the child runs under cProfile: the event-loop thread only
   (SQLite's worker thread is invisible to it) over the child's whole life, start-up and
   warm-up included; prints the top functions by own and by total time.
-Run: python bench/profile.py [--messages 1500] [--top 25] [--cprofile] [--out FILE]
+Run: python bench/profile.py [--messages 1500 | --sequential 300] [--top 25] [--rate 1000]
+                             [--cprofile] [--out FILE]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from harness import BenchError, stop_on_sigterm, unless_exited
-from message_path import BOTS, throughput
+from message_path import BOTS, Phase, sequential, throughput
 
 from bot.testing import BridgeProcess, Echo, FakeLLM, FakeTelegram, bridge_config
 
@@ -132,7 +133,10 @@ async def main_async(args: argparse.Namespace) -> None:
             for plan in BOTS:
                 telegram.add_bot(plan.token, f"{plan.bot_id}_bot")
             config = bridge_config(
-                telegram_base=telegram.base_url, llm_base=llm.openai_base, bots=BOTS
+                telegram_base=telegram.base_url,
+                llm_base=llm.openai_base,
+                bots=BOTS,
+                bot_extra={"messages_per_second": args.rate},
             )
             path = Path(tmp) / "config.json"
             path.write_text(json.dumps(config))
@@ -156,9 +160,23 @@ async def main_async(args: argparse.Namespace) -> None:
                     stderr=asyncio.subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1.0)  # py-spy attaches
-            result = await throughput(
-                telegram, bridge, 1_000_000, args.messages, args.window, args.budget
-            )
+            if args.sequential:
+                phase = Phase()
+                times = await sequential(telegram, bridge, args.sequential, phase)
+                what = (
+                    f"sequential: {args.sequential} messages one at a time in one chat; "
+                    f"p50 {sorted(times)[len(times) // 2]:.1f} ms, bridge CPU "
+                    f"{1000 * phase.seq_cpu / args.sequential:.2f} ms/message"
+                )
+            else:
+                result = await throughput(
+                    telegram, bridge, 1_000_000, args.messages, args.window, args.budget
+                )
+                what = (
+                    f"burst: {args.messages} messages, 3 bots x 50 chats, ≤{args.window} "
+                    f"outstanding; {len(result.latencies) / result.seconds:.0f} replies/s, "
+                    f"bridge CPU {1000 * result.bridge_cpu / args.messages:.2f} ms/message"
+                )
             if sampler is not None:
                 sampler.send_signal(signal.SIGINT)
                 await asyncio.wait_for(sampler.wait(), 30)
@@ -173,13 +191,11 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"# bridge profile ({how}) — {os.cpu_count()} cores, Python {sys.version.split()[0]}")
         print(
             f"# command: python bench/profile.py --messages {args.messages} --top {args.top}"
+            f" --rate {args.rate}"
+            + (f" --sequential {args.sequential}" if args.sequential else "")
             + (" --cprofile" if args.cprofile else "")
         )
-        print(
-            f"# burst: {args.messages} messages, 3 bots x 50 chats, ≤{args.window} outstanding; "
-            f"{len(result.latencies) / result.seconds:.0f} replies/s, bridge CPU "
-            f"{1000 * result.bridge_cpu / args.messages:.2f} ms/message"
-        )
+        print(f"# {what}")
         if py_spy is not None:
             print_py_spy(raw, args.top)
             if args.out:
@@ -193,10 +209,20 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--messages", type=int, default=1500, help="burst size (1500)")
+    parser.add_argument(
+        "--sequential", type=int, default=0, help="profile N messages one at a time instead"
+    )
     parser.add_argument("--window", type=int, default=300, help="most outstanding")
     parser.add_argument("--top", type=int, default=25, help="frames to print")
     parser.add_argument("--cprofile", action="store_true", help="cProfile even with py-spy")
     parser.add_argument("--out", help="keep the raw profile here (py-spy text or .prof)")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=1000,
+        help="each bot's messages_per_second (1000: the fake has no limit; 25 paces as the"
+        " product default does for real Telegram)",
+    )
     parser.add_argument("--budget", type=float, default=600.0, help="time limit, seconds")
     args = parser.parse_args()
     try:

@@ -54,6 +54,7 @@ from bot.channels.telegram_webhook import WebhookServer
 from bot.config.schema import TelegramBot
 from bot.errors import ChannelAuthError, ChannelError
 from bot.media.album import AlbumGatherer
+from bot.streaming.pacing import BotPacer
 from bot.streaming.preview import KeepPreview, Preview
 from bot.tls import client_context
 from bot.types import Attachment
@@ -108,7 +109,9 @@ class TelegramChannel(Channel):
                 read_timeout=poll_timeout + 10.0, httpx_kwargs=shared_tls()
             ),
         )
-        self._sender = TelegramSender(self._bot, self.name, spec.max_reply_messages)
+        self._sender = TelegramSender(
+            self._bot, self.name, spec.max_reply_messages, BotPacer.at(spec.messages_per_second)
+        )
         files_client = httpx.AsyncClient(follow_redirects=False, verify=client_context())
         self._files = TelegramFiles(self._bot, files_client)
         self._drafts_refused = False  # latched by the first 400 to a draft, until restart

@@ -239,6 +239,10 @@ class TelegramBotBase(Section):
     streaming: Literal["edit", "draft", "off"] = "edit"
     # At most one preview update per chat per interval: Telegram's ~1 message/s per chat.
     stream_interval_s: float = Field(default=1.0, ge=0.3, le=60.0)
+    # Message calls (sends, edits, drafts) of this bot per second, paced before Telegram's
+    # ~30/s answers 429. Raise it only where Telegram allows more (paid broadcasts go up to
+    # 1000/s) or for a local fake with no limit (the benches).
+    messages_per_second: int = Field(default=25, ge=1, le=1000)
 
     @field_validator("token")
     @classmethod

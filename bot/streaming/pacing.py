@@ -57,6 +57,12 @@ class BotPacer:
         self._lock = asyncio.Lock()
         self._freed = asyncio.Event()
 
+    @classmethod
+    def at(cls, per_second: int) -> BotPacer:
+        """A pacer for ``per_second`` calls, keeping a fifth of them (at most
+        ``FINAL_RESERVE``) for finals."""
+        return cls(per_second, min(FINAL_RESERVE, per_second // 5))
+
     def _busy(self, now: float) -> int:
         while self._finished and self._finished[0] <= now - WINDOW_S:
             self._finished.popleft()

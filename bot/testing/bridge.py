@@ -39,11 +39,13 @@ def bridge_config(
     database: str = "sessions.db",
     extra: Mapping[str, Any] | None = None,
     streaming: str | None = "off",
+    bot_extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A complete, valid config: one agent and one model entry per bot, all on the fakes.
 
     ``streaming`` is each bot's mode; "off" unless asked, so a test that counts messages
-    sees one send per answer. None leaves the key out (the product default, "edit")."""
+    sees one send per answer. None leaves the key out (the product default, "edit").
+    ``bot_extra``: more keys for every bot (the benches lift ``messages_per_second``)."""
     models = [
         {"model_name": f"m-{b.agent_id}", "model": f"openai/{b.model}", "api_base": llm_base}
         for b in bots
@@ -70,6 +72,7 @@ def bridge_config(
             "telegram_bots": [
                 {"id": b.bot_id, "token": b.token, "allow_from": ["*"], "api_base": telegram_base}
                 | ({} if streaming is None else {"streaming": streaming})
+                | dict(bot_extra or {})
                 for b in bots
             ]
         },
