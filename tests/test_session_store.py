@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from functools import partial
@@ -621,3 +622,77 @@ async def test_the_preview_message_id_is_kept_with_its_row(store: SessionStore) 
     assert row.preview_id == "314"
     with pytest.raises(StoreError, match="no update"):
         await store.inbox_preview("tg:a", 99, "1")
+
+
+async def test_each_turn_reads_the_whole_history_as_it_is_now(store: SessionStore) -> None:
+    """What a turn is given after appends, a summary, extras changed in place and a newer
+    summary — on SQLite through what its tails remember between turns."""
+    sid, first, (_, history) = await store.begin_turn(KEY, ChatMessage("user", "m0"))
+    assert [m.message.content for m in history] == ["m0"]
+    await store.append(sid, ChatMessage("assistant", "a0"))
+    _, second, (_, history) = await store.begin_turn(KEY, ChatMessage("user", "m1"))
+    assert [m.message.content for m in history] == ["m0", "a0", "m1"]
+    await store.set_extras(first, {"media": [{"id": 7, "description": "a dog"}]})
+    _, history = await store.turn_context(sid)
+    assert history[0].message.extras == {"media": [{"id": 7, "description": "a dog"}]}
+    await store.add_summary(sid, first, "m0", "cheap")
+    await store.append(sid, ChatMessage("assistant", "a1"))
+    summary, history = await store.turn_context(sid)
+    assert summary is not None
+    assert summary.covers_up_to == first
+    assert [m.message.content for m in history] == ["a0", "m1", "a1"]
+    await store.add_summary(sid, second, "m0 to m1", "cheap")
+    summary, history = await store.turn_context(sid)
+    assert summary is not None
+    assert summary.text == "m0 to m1"
+    assert [m.message.content for m in history] == ["a1"]
+    # Another key's session is its own.
+    other = SessionKey("telegram:alice", "43", None, "alice")
+    _, _, (_, history) = await store.begin_turn(other, ChatMessage("user", "x"))
+    assert [m.message.content for m in history] == ["x"]
+
+
+async def test_a_write_lock_held_by_another_process_waits_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """The message path's steps run on the loop, but never wait there: with the write lock
+    taken elsewhere (a CLI command, a backup) the step waits on aiosqlite's thread while the
+    loop goes on, and lands once the lock is free."""
+    path = tmp_path / "sessions.db"
+    async with SqliteSessionStore(path, busy_ms=10_000) as store:
+        sid = await store.active_session(KEY)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        append = asyncio.create_task(store.append(sid, ChatMessage("user", "waited")))
+        ticks = 0
+        while ticks < 20:  # the loop keeps running while the append waits for the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+            assert not append.done()
+        other.execute("COMMIT")
+        other.close()
+        mid = await asyncio.wait_for(append, 10)
+        [stored] = await store.messages(sid)
+        assert (stored.id, stored.message.content) == (mid, "waited")
+
+
+async def test_the_journal_is_checkpointed_off_the_loop_once_past_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.sessions import store as store_module
+
+    monkeypatch.setattr(store_module, "JOURNAL_SIZE_LIMIT", 64 * 1024)
+    monkeypatch.setattr(store_module, "_CHECK_WAL_EVERY", 10)
+    path = tmp_path / "sessions.db"
+    wal = Path(f"{path}-wal")
+    async with SqliteSessionStore(path) as store:
+        sid = await store.active_session(KEY)
+        peak = 0
+        for n in range(400):
+            await store.append(sid, ChatMessage("user", f"{n} " + "x" * 2000))
+            await asyncio.sleep(0)  # a turn awaits the network between its store steps
+            peak = max(peak, os.stat(wal).st_size)
+        # Without checkpoints (autocheckpoint is off) the WAL would reach ~6 MB (several
+        # pages a row); each checkpoint lets it start over, cut back to the limit.
+        assert peak < 1024 * 1024
+        assert await store.message_count(sid) == 400

@@ -82,7 +82,7 @@ class TelegramIntake:
 
     async def take(self, raw: dict[str, Any], update_id: int, handler: MessageHandler) -> None:
         try:
-            await self._accept(self._parsed(raw), handler)
+            await self._accept(self._parsed(raw), handler, raw)
         except PersonaBridgeError:
             raise  # the store or Telegram, not this update: polled again from its offset
         except Exception as exc:  # whatever the payload, never log its content
@@ -101,10 +101,11 @@ class TelegramIntake:
             if type(message.chat.id) is not int or not isinstance(message.chat.type, str):
                 raise ValueError("chat")
             message.date.timestamp()
-            update.to_dict()  # stored as the inbox payload
         return update
 
-    async def _accept(self, update: Update, handler: MessageHandler) -> None:
+    async def _accept(self, update: Update, handler: MessageHandler, raw: dict[str, Any]) -> None:
+        """``raw``: the update as Telegram sent it, stored as the inbox payload (it parses as
+        the update did; PTB's ``to_dict`` would cost more than the parse itself)."""
         message = update.message
         if message is None:
             await self._generation_stopped(update, handler)
@@ -143,7 +144,7 @@ class TelegramIntake:
         inbound = self.inbound(update)
         if inbound is None:
             return  # nothing we answer: not stored, so never pending
-        payload = json.dumps(update.to_dict(), ensure_ascii=False)
+        payload = json.dumps(raw, ensure_ascii=False)
         stored = await self._inbox.inbox_put(
             self.name, update.update_id, payload, chat_id=inbound.chat_id, topic_id=inbound.topic_id
         )

@@ -5,10 +5,15 @@ summary, ``/new`` archives. The same database holds the durable inbox: a channel
 written here before its offset is confirmed, and (channel, update_id) is stored once, so an
 update is answered at most once across restarts.
 
-One aiosqlite connection is the single writer (aiosqlite runs it on its own thread). An
-asyncio lock lets one operation at a time use it, because statements of concurrent tasks
-would otherwise interleave inside each other's transactions. sqlite3 errors become
-``StoreError`` in exactly one place, ``_translated``.
+One aiosqlite connection is the single writer. An asyncio lock lets one operation at a time
+use it, because statements of concurrent tasks would otherwise interleave inside each other's
+transactions. The message path's steps (``_on_worker``) run on the event loop itself: a WAL
+commit with ``synchronous=NORMAL`` takes tens of microseconds, less than a trip to
+aiosqlite's thread and back (~60 µs of CPU). They never wait there: with another process
+holding the write lock they go to the thread and wait for it there, and WAL checkpoints (the
+one slow thing a commit could do: an fsync) run on the thread too. Everything else (listings,
+exports, upkeep) uses the thread as before. sqlite3 errors become ``StoreError`` in exactly one
+place, ``_translated``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from abc import abstractmethod
@@ -34,6 +40,7 @@ from bot.sessions.inbox import InboxRow as InboxRow
 from bot.sessions.inbox import InboxStore, SqliteInbox
 from bot.sessions.pairing_store import PairingStore, SqlitePairing
 from bot.sessions.schema import clean_text, decode_tool_calls, encode_tool_calls, migrate, to_json
+from bot.sessions.tails import SessionTails
 from bot.sessions.upkeep import OpenedFile
 from bot.sessions.usage import SqliteUsage, UsageStore
 from bot.types import ChatMessage, JSONObject, Usage
@@ -222,6 +229,7 @@ def _opt_text(value: str | None) -> str | None:
 
 
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+_CHECK_WAL_EVERY = 200  # steps on the loop between looks at the WAL's size
 _PRUNE_BATCH = 500
 _MESSAGE_COLUMNS = (
     "id, session_id, role, content, tool_calls, tool_call_id, extras, model_name, "
@@ -280,6 +288,20 @@ def _plain(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
     return work(db, *args)
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock this statement needs."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+
+
+def _without_waiting(db: sqlite3.Connection, busy_ms: int, job: Callable[..., T], *args: Any) -> T:
+    """``job(db, *args)`` failing at once, not after ``busy_ms``, on a lock held elsewhere."""
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        return job(db, *args)
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+
+
 def _in_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -324,11 +346,17 @@ def _append(db: sqlite3.Connection, params: tuple[Any, ...]) -> int | None:
 _LATEST_SUMMARY = _SUMMARY_QUERY.replace("ORDER BY id", "ORDER BY id DESC LIMIT 1")
 
 
-def _turn_context(db: sqlite3.Connection, session_id: int) -> tuple[Summary | None, list[Any]]:
+_Read = tuple[int, Summary | None, list[Any]]  # read after which id, the latest summary, rows
+
+
+def _turn_context(db: sqlite3.Connection, session_id: int, after: int) -> _Read:
+    """The latest summary and the rows past it, or only those past ``after`` (what the
+    store's tails already hold; 0 for all)."""
     found = db.execute(_LATEST_SUMMARY, (session_id,)).fetchall()
     summary = Summary(*found[0]) if found else None
+    start = max(after, summary.covers_up_to if summary else 0)
     sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND id > ? ORDER BY id"
-    return summary, db.execute(sql, (session_id, summary.covers_up_to if summary else 0)).fetchall()
+    return after, summary, db.execute(sql, (session_id, start)).fetchall()
 
 
 def _begin_turn(
@@ -336,10 +364,17 @@ def _begin_turn(
     key: tuple[Any, ...],
     stored_key: tuple[Any, ...],
     params: tuple[Any, ...],
-) -> tuple[int, int | None, tuple[Summary | None, list[Any]]]:
+    read_after: Callable[[int], int],
+) -> tuple[int, int | None, _Read]:
     session_id = _active_session(db, key, stored_key)
     appended = _append(db, (session_id, *params[1:]))
-    return session_id, appended, _turn_context(db, session_id)
+    return session_id, appended, _turn_context(db, session_id, read_after(session_id))
+
+
+def _set_extras(db: sqlite3.Connection, message_id: int, extras: str) -> int | None:
+    db.execute("UPDATE messages SET extras = ? WHERE id = ?", (extras, message_id))
+    rows = db.execute("SELECT session_id FROM messages WHERE id = ?", (message_id,)).fetchall()
+    return int(rows[0][0]) if rows else None
 
 
 class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTurns, SessionStore):
@@ -352,8 +387,12 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
         self._clock = clock
         self._busy_ms = int(busy_ms)
         self._conn: aiosqlite.Connection | None = None
+        self._db: sqlite3.Connection | None = None  # the same connection, used on the loop
         self._lock = asyncio.Lock()
         self._opened: OpenedFile | None = None
+        self._tails = SessionTails()
+        self._writes = 0  # steps run on the loop since the WAL's size was last looked at
+        self._checkpoint: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -364,7 +403,9 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
                 f"session store: opening {self._path}: directory {directory} does not exist"
             )
         with _translated(f"opening {self._path}"):
-            pending = aiosqlite.connect(self._path, isolation_level=None)
+            # check_same_thread=False: the message path uses the connection on the loop's
+            # thread too, one user at a time under ``_lock``.
+            pending = aiosqlite.connect(self._path, isolation_level=None, check_same_thread=False)
             try:
                 conn = await pending
             except BaseException:
@@ -386,19 +427,28 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
                 await conn.execute("PRAGMA cache_size = -16384")
                 # A reset WAL is cut back to this size (the upkeep task truncates it fully).
                 await conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+                # No checkpoint inside a commit on the loop: _checkpoint_soon runs it on the
+                # thread once the WAL is past JOURNAL_SIZE_LIMIT.
+                await conn.execute("PRAGMA wal_autocheckpoint = 0")
                 await migrate(conn)
             except BaseException:
                 await conn.close()
                 raise
         self._conn = conn
+        self._db = conn._conn  # aiosqlite's own sqlite3 connection (no public door)
         if self._path != ":memory:" and self._path:
             # Remembered so the upkeep task notices the file being deleted or replaced.
             with contextlib.suppress(OSError):
                 self._opened = OpenedFile.at(self._path)
 
     async def aclose(self) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreError):
+                await self._checkpoint
         async with self._lock:
-            conn, self._conn = self._conn, None
+            conn, self._conn, self._db = self._conn, None, None
+            self._tails.clear()
             if conn is not None:
                 with _translated("closing"):
                     await conn.close()
@@ -442,19 +492,51 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
         *args: Any,
         transaction: bool = False,
     ) -> T:
-        """``work(sqlite3_connection, *args)`` in one trip to the connection's thread.
+        """``work(sqlite3_connection, *args)``, one step of the message path, run here on
+        the event loop (see the module docstring); ``transaction``: inside
+        ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error.
 
-        Each ``await conn.execute(...)`` is a hop between the event loop and aiosqlite's
-        thread (and closing its cursor another); the hot path's multi-statement steps run
-        here as one plain function instead. ``transaction``: inside ``BEGIN IMMEDIATE`` …
-        ``COMMIT``, rolled back on any error."""
+        When another process holds the write lock, the step goes to aiosqlite's thread and
+        waits there up to ``busy_ms`` — unless it already wrote something before finding
+        the lock taken (only a step of several single writes can), which is an error rather
+        than a second copy."""
         async with self._lock:
-            conn = self._conn
-            if conn is None:
+            conn, db = self._conn, self._db
+            if conn is None or db is None:
                 raise StoreError(f"session store: {what}: the store is not open")
+            job = _in_transaction if transaction else _plain
             with _translated(what):
-                job = _in_transaction if transaction else _plain
-                return cast(T, await _worker_call(conn, job, work, *args))
+                changes = db.total_changes
+                result: T
+                try:
+                    result = _without_waiting(db, self._busy_ms, job, work, *args)
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc) or db.total_changes != changes:
+                        raise
+                    result = cast(T, await _worker_call(conn, job, work, *args))
+        self._wrote()
+        return result
+
+    def _wrote(self) -> None:
+        """Every so many steps, a look at the WAL's size; past JOURNAL_SIZE_LIMIT a
+        checkpoint runs on aiosqlite's thread (its fsync never stalls the loop)."""
+        self._writes += 1
+        if self._writes < _CHECK_WAL_EVERY or self._path in ("", ":memory:"):
+            return
+        self._writes = 0
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        try:
+            size = os.stat(f"{self._path}-wal").st_size
+        except OSError:
+            return
+        if size > JOURNAL_SIZE_LIMIT:
+            self._checkpoint = asyncio.create_task(self._checkpoint_now())
+
+    async def _checkpoint_now(self) -> None:
+        with contextlib.suppress(StoreError):  # the upkeep task's truncation comes anyway
+            async with self._use("checkpoint") as conn:
+                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def active_session(self, key: SessionKey) -> int:
         stored = (*(_opt_text(p) for p in _key_params(key)), self._clock())
@@ -501,8 +583,9 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
         )
 
     async def set_extras(self, message_id: int, extras: JSONObject) -> None:
-        sql = "UPDATE messages SET extras = ? WHERE id = ?"
-        await self._write("set_extras", sql, (to_json(extras), message_id))
+        session_id = await self._on_worker("set_extras", _set_extras, message_id, to_json(extras))
+        if session_id is not None:
+            self._tails.forget(session_id)  # the one in-place change to a stored message
 
     async def messages(
         self, session_id: int, *, after_id: int = 0, limit: int | None = None
@@ -525,20 +608,36 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
         return Summary(*rows[0]) if rows else None
 
     async def turn_context(self, session_id: int) -> TurnContext:
-        summary, rows = await self._on_worker("turn_context", _turn_context, session_id)
-        return summary, [_stored(row) for row in rows]
+        after = self._tails.read_after(session_id)
+        read = await self._on_worker("turn_context", _turn_context, session_id, after)
+        return await self._remembered(session_id, read)
+
+    async def _remembered(self, session_id: int, read: _Read) -> TurnContext:
+        """The whole unsummarised history from a read of only what the tails lack."""
+        after, summary, rows = read
+        history = self._tails.merge(session_id, after, summary, [_stored(r) for r in rows])
+        if history is None:  # what was remembered moved meanwhile: read it all
+            read = await self._on_worker("turn_context", _turn_context, session_id, 0)
+            return await self._remembered(session_id, read)
+        return summary, history
 
     async def begin_turn(
         self, key: SessionKey, message: ChatMessage, *, source: str | None = None
     ) -> tuple[int, int, TurnContext]:
         stored_key = (*(_opt_text(p) for p in _key_params(key)), self._clock())
         params = self._append_params(-1, message, None, None, source)
-        session_id, appended, (summary, rows) = await self._on_worker(
-            "begin_turn", _begin_turn, _key_params(key), stored_key, params, transaction=True
+        session_id, appended, read = await self._on_worker(
+            "begin_turn",
+            _begin_turn,
+            _key_params(key),
+            stored_key,
+            params,
+            self._tails.read_after,
+            transaction=True,
         )
         if appended is None:
             raise StoreError(f"session store: append to session {session_id} was refused")
-        return session_id, appended, (summary, [_stored(row) for row in rows])
+        return session_id, appended, await self._remembered(session_id, read)
 
     async def add_summary(
         self, session_id: int, covers_up_to: int, text: str, model_name: str
