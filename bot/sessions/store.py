@@ -295,11 +295,13 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 def _without_waiting(db: sqlite3.Connection, busy_ms: int, job: Callable[..., T], *args: Any) -> T:
     """``job(db, *args)`` failing at once, not after ``busy_ms``, on a lock held elsewhere."""
-    db.execute("PRAGMA busy_timeout = 0")
+    # Each PRAGMA answers with a row: read it, or its statement stays "in progress" and a
+    # later COMMIT fails.
+    db.execute("PRAGMA busy_timeout = 0").fetchall()
     try:
         return job(db, *args)
     finally:
-        db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        db.execute(f"PRAGMA busy_timeout = {busy_ms}").fetchall()
 
 
 def _in_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
@@ -419,17 +421,17 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
                 # WAL: readers (sessions export, ops) never block the bot's writes.
                 # synchronous=NORMAL survives a process crash; only power loss can undo
                 # the last commits, and it keeps commits cheap.
-                await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-                await conn.execute("PRAGMA journal_mode = WAL")
-                await conn.execute("PRAGMA synchronous = NORMAL")
-                await conn.execute("PRAGMA foreign_keys = ON")
+                await conn.execute_fetchall(f"PRAGMA busy_timeout = {self._busy_ms}")
+                await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                await conn.execute_fetchall("PRAGMA synchronous = NORMAL")
+                await conn.execute_fetchall("PRAGMA foreign_keys = ON")
                 # 16 MiB of page cache keeps the hot index pages of long sessions in memory.
-                await conn.execute("PRAGMA cache_size = -16384")
+                await conn.execute_fetchall("PRAGMA cache_size = -16384")
                 # A reset WAL is cut back to this size (the upkeep task truncates it fully).
-                await conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+                await conn.execute_fetchall(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
                 # No checkpoint inside a commit on the loop: _checkpoint_soon runs it on the
                 # thread once the WAL is past JOURNAL_SIZE_LIMIT.
-                await conn.execute("PRAGMA wal_autocheckpoint = 0")
+                await conn.execute_fetchall("PRAGMA wal_autocheckpoint = 0")
                 await migrate(conn)
             except BaseException:
                 await conn.close()
@@ -536,7 +538,7 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
     async def _checkpoint_now(self) -> None:
         with contextlib.suppress(StoreError):  # the upkeep task's truncation comes anyway
             async with self._use("checkpoint") as conn:
-                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                await conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def active_session(self, key: SessionKey) -> int:
         stored = (*(_opt_text(p) for p in _key_params(key)), self._clock())
@@ -694,11 +696,11 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
         async with self._use("truncate_journal") as conn:
             # Without waiting: a reader (sessions export) holding the WAL must not stall
             # the message path behind the lock for busy_timeout; the next round retries.
-            await conn.execute("PRAGMA busy_timeout = 0")
+            await conn.execute_fetchall("PRAGMA busy_timeout = 0")
             try:
                 rows = list(await conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
             finally:
-                await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                await conn.execute_fetchall(f"PRAGMA busy_timeout = {self._busy_ms}")
         return not rows or rows[0][0] == 0
 
     def opened_file(self) -> OpenedFile | None:
