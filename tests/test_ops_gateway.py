@@ -278,6 +278,10 @@ async def test_an_oversized_request_line_is_refused(gateway: HealthGateway) -> N
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
             id="negative-length",
         ),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+            id="length-of-5000-digits",
+        ),
     ],
 )
 async def test_a_malformed_request_is_400_and_the_gateway_lives_on(

@@ -118,6 +118,9 @@ class GetServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self._server is None:  # accepted just before stop(): not served
+            writer.close()
+            return
         self._connections.add(task)
         # Done when the connection is lost: one waiter for all its requests, never cancelled
         # before the end (cancelling it would cancel the stream's own close future).
@@ -191,7 +194,7 @@ class GetServer:
                 raise _BadRequest(400, "conflicting Content-Length")
             fields[key] = value
         length = fields.get(b"content-length", b"0")
-        if not length.isdigit():
+        if not length.isdigit() or len(length) > 18:  # int() refuses 4,300 digits
             raise _BadRequest(400, f"bad Content-Length: {length[:20]!r}")
         connection = fields.get(b"connection", b"").lower()
         return _Request(
