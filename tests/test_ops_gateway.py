@@ -93,6 +93,25 @@ async def test_readyz_200_when_ready_503_when_not(
     assert probe.calls == 2  # a fresh report per request, never a cached one
 
 
+async def test_requests_on_one_kept_alive_connection_are_all_answered() -> None:
+    """Each report takes a moment (it reads the store): the server's watch for a client
+    hanging up must not outlive one request and cut the next."""
+
+    async def slow() -> HealthReport:
+        await asyncio.sleep(0.05)  # the time a store read takes, not synchronisation
+        return HealthReport(ready=True, bots={}, models={}, inbox_backlog=0)
+
+    server = HealthGateway("127.0.0.1", 0, health=slow, metrics=lambda: PAGE)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            answers = [await http.get(path) for path in ["/readyz", "/readyz", "/metrics"] * 2]
+    finally:
+        await server.stop()
+    assert [a.status_code for a in answers] == [200] * 6
+    assert len({a.extensions["network_stream"] for a in answers}) == 1  # one connection
+
+
 async def test_readyz_is_503_when_the_report_itself_fails(probe: Probe) -> None:
     async def broken() -> HealthReport:
         raise RuntimeError("store is gone")
@@ -258,6 +277,10 @@ async def test_an_oversized_request_line_is_refused(gateway: HealthGateway) -> N
         pytest.param(
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
             id="negative-length",
+        ),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+            id="length-of-5000-digits",
         ),
     ],
 )

@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from itertools import count
-from typing import Any
-
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
+from typing import TYPE_CHECKING, Any
 
 from bot.channels.telegram_split import Style, Tag, escape_attr, shared_prefix, split_pieces
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
 
 __all__ = ["TELEGRAM_LIMIT", "RenderedChunk", "render_markdown", "visible_length"]
 
@@ -50,15 +52,21 @@ _SAFE_HREF = re.compile("(?:https?|tg|mailto):", re.IGNORECASE)
 _LANGUAGE = re.compile(r"[\w+#.-]{1,32}")
 
 
-class _Parser(MarkdownIt):
-    def validateLink(self, url: str) -> bool:
-        """Accept every destination: ``_SAFE_HREF`` decides, so a bad one keeps its text."""
-        return True
+@cache
+def _parsers() -> tuple[MarkdownIt, MarkdownIt]:
+    """The block and the inline parser, built at the first reply: markdown-it-py and its
+    two parsers are ~1.7 MiB that an idle bridge does not need."""
+    from markdown_it import MarkdownIt
 
+    class Parser(MarkdownIt):
+        def validateLink(self, url: str) -> bool:
+            """Accept every destination: ``_SAFE_HREF`` decides, so a bad one keeps its text."""
+            return True
 
-_BLOCK_MD = _Parser("commonmark", {"html": False, "maxNesting": _BLOCK_NESTING})
-_BLOCK_MD.enable(["strikethrough", "table"]).disable(["inline", "text_join", "html_block"])
-_INLINE_MD = _Parser("commonmark", {"html": False}).enable("strikethrough").disable("html_inline")
+    block = Parser("commonmark", {"html": False, "maxNesting": _BLOCK_NESTING})
+    block.enable(["strikethrough", "table"]).disable(["inline", "text_join", "html_block"])
+    inline = Parser("commonmark", {"html": False}).enable("strikethrough").disable("html_inline")
+    return block, inline
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,7 @@ class _Builder:
             self.text(source)
         else:
             try:
-                tokens: list[Token] | None = _BLOCK_MD.parse(source, self.env)
+                tokens: list[Token] | None = _parsers()[0].parse(source, self.env)
             except RecursionError:
                 tokens = None
             if tokens is None or max((t.level for t in tokens), default=0) >= _BLOCK_NESTING - 1:
@@ -283,7 +291,8 @@ class _Builder:
             return None
         self.budget -= work
         tokens: list[Token] = []
-        _INLINE_MD.inline.parse(source, _INLINE_MD, self.env, tokens)
+        parser = _parsers()[1]
+        parser.inline.parse(source, parser, self.env, tokens)
         return tokens
 
     def inline(self, source: str) -> None:

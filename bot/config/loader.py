@@ -6,7 +6,6 @@ cross references — so a person fixes the file in one pass, not one error per r
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -232,6 +231,8 @@ def _json_words(message: str) -> str:
 
 
 def _suggest(loc: tuple[int | str, ...]) -> str:
+    import difflib  # only a config with a mistake needs it
+
     key = str(loc[-1]) if loc else ""
     close = difflib.get_close_matches(key, _field_names_at(loc[:-1]), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""

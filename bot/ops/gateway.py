@@ -1,10 +1,12 @@
 """The loopback HTTP endpoint for probes and scrapes: /healthz, /readyz, /metrics.
 
-Served by aiohttp.web with its limits set tight, so a slow or hostile client costs one
-socket for a few seconds and nothing more: a connection that has not delivered a whole
-request head within ``read_timeout`` is closed however slowly it trickles bytes (aiohttp
->= 3.14.4 arms that timer on connect), heads are capped at 8 KiB, a body is only drained
-and dropped (for ``read_timeout`` at most), and an unparsable request gets a 400.
+Served by :class:`bot.ops.get_server.GetServer` (asyncio streams, no aiohttp: importing
+aiohttp would cost every idle bridge about 9 MiB) with its limits set tight, so a slow or
+hostile client costs one socket for a few seconds and nothing more: a connection that has
+not delivered a whole request head within ``read_timeout`` is closed however slowly it
+trickles bytes, request lines and header fields are capped at 8 KiB, a body is never read
+(only drained and dropped before the close, for ``read_timeout`` at most), and an
+unparsable request gets a 400 or 431 and one DEBUG line.
 """
 
 from __future__ import annotations
@@ -15,40 +17,20 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-
+from bot.ops.get_server import GetServer, Reply
 from bot.providers.cooldown import CooldownBook
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 8 * 1024  # per request line and per header field
 MAX_HEADERS = 32  # a probe or a scraper sends a handful
-MAX_BODY = 1024  # nothing here reads a body; this caps any that is read by mistake
 BACKLOG = 1024  # a burst of connects (a scraper fleet, an attack) queues instead of SYN retries
 STOP_GRACE_S = 0.5  # a probe in flight at stop() may finish within this, then it is cut
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+JSON_TYPE = "application/json; charset=utf-8"
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-class _ClientErrorsInOneLine(logging.Filter):
-    """aiohttp logs each unparsable request at ERROR with a traceback. That is the client's
-    mistake, not ours, and a hostile client must not fill the journal: one DEBUG line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if not isinstance(error, HttpProcessingError):
-            return True
-        said = record.getMessage()
-        record.msg, record.args = "health gateway: %s: %s", (said, " ".join(str(error).split()))
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        record.exc_info, record.exc_text = None, None
-        return _http_log.isEnabledFor(logging.DEBUG)
-
-
-# aiohttp's server log for our gateway, under our name; the filter is configuration, set once.
+# The server's log for our gateway, under our name: malformed requests at DEBUG.
 _http_log = log.getChild("http")
-_http_log.addFilter(_ClientErrorsInOneLine())
 
 
 @dataclass(frozen=True)
@@ -103,77 +85,57 @@ class HealthGateway:
         self._health = health
         self._metrics = metrics
         self._read_timeout = read_timeout
-        self._runner: web.AppRunner | None = None
+        self._server: GetServer | None = None
 
     @property
     def port(self) -> int:
         """The bound port (the real one when 0 was asked for)."""
-        if self._runner is None or not self._runner.addresses:
-            return self._requested_port
-        return int(self._runner.addresses[0][1])
+        address = self._server.address if self._server is not None else None
+        return self._requested_port if address is None else address[1]
 
     async def start(self) -> None:
         """Returns once the socket listens, so a probe right after start() is answered."""
-        app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics_page)
-        runner = web.AppRunner(
-            app,
-            shutdown_timeout=STOP_GRACE_S,
-            access_log=None,  # a scrape every few seconds is not worth a log line
-            logger=_http_log,
-            handler_cancellation=True,  # a client that hangs up stops its handler
-            keepalive_timeout=self._read_timeout,
-            lingering_time=self._read_timeout,
-            max_line_size=MAX_HEAD,
-            max_field_size=MAX_HEAD,
+        server = GetServer(
+            {"/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics_page},
+            log=_http_log,
+            read_timeout=self._read_timeout,  # for a head, and for an idle kept-alive socket
+            max_line=MAX_HEAD,
             max_headers=MAX_HEADERS,
+            stop_grace_s=STOP_GRACE_S,
+            headers=_NO_STORE,
         )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self._requested_port, backlog=BACKLOG).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        await server.start(self.host, self._requested_port, backlog=BACKLOG)
+        self._server = server
         log.info("health gateway listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
         """Stops listening and drops connections still in flight (at most a few probes)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop()
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"}, headers=_NO_STORE)
+    async def _healthz(self) -> Reply:
+        return Reply(200, b'{"status": "ok"}', JSON_TYPE)
 
-    async def _metrics_page(self, request: web.Request) -> web.Response:
+    async def _metrics_page(self) -> Reply:
         try:
             page = self._metrics()
             if not isinstance(page, str):  # numbers that are read at scrape time
                 page = await page
         except Exception:
             log.exception("rendering /metrics failed")
-            return web.Response(status=500, text="Internal Server Error\n", headers=_NO_STORE)
-        return web.Response(body=page.encode(), headers={"Content-Type": METRICS_TYPE, **_NO_STORE})
+            return Reply(500, b"Internal Server Error\n")
+        return Reply(200, page.encode(), METRICS_TYPE)
 
-    async def _readyz(self, request: web.Request) -> web.Response:
+    async def _readyz(self) -> Reply:
         try:
             async with asyncio.timeout(self._read_timeout):
                 report = await self._health()
         except Exception:  # a broken probe reads as not ready, never as a crash
             log.exception("building the /readyz report failed")
-            return web.json_response(
-                {"ready": False, "error": "no report"}, status=503, headers=_NO_STORE
-            )
-        return web.json_response(
-            report.to_json(),
-            status=200 if report.ready else 503,
-            headers=_NO_STORE,
-            dumps=_compact_json,
-        )
+            return Reply(503, _compact_json({"ready": False, "error": "no report"}), JSON_TYPE)
+        return Reply(200 if report.ready else 503, _compact_json(report.to_json()), JSON_TYPE)
 
 
-def _compact_json(payload: object) -> str:
-    return json.dumps(payload, separators=(",", ":"), default=str)
+def _compact_json(payload: object) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
