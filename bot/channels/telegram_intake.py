@@ -200,6 +200,7 @@ class TelegramIntake:
         if text is None and not attachments:
             return None
         if_named = judge(message, self.spec, me) is Verdict.IF_NAMED
+        grouped = message.chat.type != "private"  # what only bot.groups reads
         return InboundMessage(
             channel=self.name,
             chat_id=str(message.chat.id),
@@ -210,8 +211,8 @@ class TelegramIntake:
             topic_id=str(message.message_thread_id) if message.is_topic_message else None,
             chat_type=message.chat.type,
             inbox_id=update.update_id,
-            shared_id=shared_message_id(message),
-            mentions=mentioned_accounts(text or ""),
+            shared_id=shared_message_id(message) if grouped else "",
+            mentions=mentioned_accounts(text or "") if grouped else (),
             reply_to_user=(
                 str(replied.from_user.id) if replied and replied.from_user is not None else None
             ),

@@ -293,15 +293,20 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
 
 
-def _without_waiting(db: sqlite3.Connection, busy_ms: int, job: Callable[..., T], *args: Any) -> T:
-    """``job(db, *args)`` failing at once, not after ``busy_ms``, on a lock held elsewhere."""
+def _waiting(db: sqlite3.Connection, busy_ms: int, job: Callable[..., T], *args: Any) -> T:
+    """``job(db, *args)`` waiting up to ``busy_ms`` for a lock held elsewhere; for the thread
+    only (the connection's own setting is not to wait, for the steps run on the loop)."""
     # Each PRAGMA answers with a row: read it, or its statement stays "in progress" and a
     # later COMMIT fails.
-    db.execute("PRAGMA busy_timeout = 0").fetchall()
+    db.execute(f"PRAGMA busy_timeout = {busy_ms}").fetchall()
     try:
         return job(db, *args)
     finally:
-        db.execute(f"PRAGMA busy_timeout = {busy_ms}").fetchall()
+        db.execute("PRAGMA busy_timeout = 0").fetchall()
+
+
+def _begin(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")
 
 
 def _in_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
@@ -429,10 +434,12 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
                 await conn.execute_fetchall("PRAGMA cache_size = -16384")
                 # A reset WAL is cut back to this size (the upkeep task truncates it fully).
                 await conn.execute_fetchall(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
-                # No checkpoint inside a commit on the loop: _checkpoint_soon runs it on the
+                # No checkpoint inside a commit on the loop: _wrote starts one on the
                 # thread once the WAL is past JOURNAL_SIZE_LIMIT.
                 await conn.execute_fetchall("PRAGMA wal_autocheckpoint = 0")
                 await migrate(conn)
+                # Steps on the loop never wait for a lock: see _waiting, and _on_worker.
+                await conn.execute_fetchall("PRAGMA busy_timeout = 0")
             except BaseException:
                 await conn.close()
                 raise
@@ -470,7 +477,8 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
                 if not transaction:
                     yield conn
                     return
-                await conn.execute("BEGIN IMMEDIATE")
+                # Where a lock held elsewhere is waited for: once begun, the write lock is ours.
+                await _worker_call(conn, _waiting, self._busy_ms, _begin)
                 try:
                     yield conn
                 except BaseException:
@@ -511,11 +519,12 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
                 changes = db.total_changes
                 result: T
                 try:
-                    result = _without_waiting(db, self._busy_ms, job, work, *args)
+                    result = job(db, work, *args)
                 except sqlite3.OperationalError as exc:
                     if not _busy(exc) or db.total_changes != changes:
                         raise
-                    result = cast(T, await _worker_call(conn, job, work, *args))
+                    waited = await _worker_call(conn, _waiting, self._busy_ms, job, work, *args)
+                    result = cast(T, waited)
         self._wrote()
         return result
 
@@ -694,13 +703,9 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
 
     async def truncate_journal(self) -> bool:
         async with self._use("truncate_journal") as conn:
-            # Without waiting: a reader (sessions export) holding the WAL must not stall
-            # the message path behind the lock for busy_timeout; the next round retries.
-            await conn.execute_fetchall("PRAGMA busy_timeout = 0")
-            try:
-                rows = list(await conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
-            finally:
-                await conn.execute_fetchall(f"PRAGMA busy_timeout = {self._busy_ms}")
+            # Without waiting (the connection's setting): a reader (sessions export) holding
+            # the WAL must not stall the message path behind the lock; the next round retries.
+            rows = list(await conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
         return not rows or rows[0][0] == 0
 
     def opened_file(self) -> OpenedFile | None:
