@@ -60,6 +60,13 @@ def test_estimate_tokens_rounds_up_and_counts_overhead_and_tool_calls() -> None:
     assert unsummarised_tokens(history) == 14 + 14 + 5
 
 
+def test_the_window_counts_the_whole_history_for_compaction_whatever_it_keeps() -> None:
+    history = stored([user(), calls("c1"), result("c1"), assistant(), user("abcd")])
+    window = build_context(PERSONA, None, history, budget_tokens=40)
+    assert window.dropped > 0
+    assert window.history_tokens == unsummarised_tokens(history)
+
+
 def test_budget_respected_and_oldest_dropped_first() -> None:
     history = stored([user(), assistant(), user(), assistant(), user(), assistant(), user()])
     window = build_context(PERSONA, None, history, budget_tokens=100)

@@ -21,7 +21,7 @@ from bot.media.intake import PreparedTurn
 from bot.media.vision import ImageAdapter, VisionModels
 from bot.providers.fallback import FallbackChain
 from bot.sessions.compaction import CompactionWorker
-from bot.sessions.context import ContextWindow, build_context, unsummarised_tokens
+from bot.sessions.context import ContextWindow, build_context
 from bot.sessions.store import SessionStore, TurnContext
 from bot.streaming.turn import TurnStream
 from bot.types import ChatMessage, ChatRequest, ChatResponse, JSONObject
@@ -101,7 +101,7 @@ class ModelAsker:
                 session_id,
                 window.dropped,
             )
-        return window, unsummarised_tokens(history)
+        return window, window.history_tokens
 
     async def _request(
         self,

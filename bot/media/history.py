@@ -61,8 +61,10 @@ def rendered(message: ChatMessage, *, live: bool = False) -> ChatMessage:
     """``message`` with its media written into its text: what was derived from them
     (transcript, document text, description) or a marker, then what the person typed;
     ``live``: it is the current turn's message."""
+    if message.role != "user" or not message.extras:
+        return message
     refs = media_refs(message.extras)
-    if message.role != "user" or not refs:
+    if not refs:
         return message
     blocks = [note for ref in refs if (note := _note(ref, live=live)) is not None]
     if not blocks:

@@ -128,6 +128,10 @@ class OpenAIProvider(HttpProvider):
         return body
 
     def _wire_message(self, message: ChatMessage) -> JSONObject:
+        if not (message.tool_calls or message.images or message.extras) and (
+            message.tool_call_id is None
+        ):  # most of a long history: plain text
+            return {"role": message.role, "content": message.content or ""}
         strict = self._entry.strict_compat
         wire: JSONObject = {"role": message.role}
         if message.tool_calls:

@@ -40,7 +40,8 @@ def estimate_tokens(text: str) -> int:
 
 def message_tokens(message: ChatMessage) -> int:
     """Content + tool-call names and arguments + the per-message overhead (role, framing)."""
-    total = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(message.content or "")
+    # estimate_tokens inlined (ceil of len / 4): this runs for every message of every turn.
+    total = MESSAGE_OVERHEAD_TOKENS + -(-len(message.content or "") // CHARS_PER_TOKEN)
     for call in message.tool_calls:
         arguments = json.dumps(call.arguments, ensure_ascii=False)
         total += estimate_tokens(call.name) + estimate_tokens(arguments)
@@ -58,6 +59,9 @@ class ContextWindow:
     messages: tuple[ChatMessage, ...]
     dropped: int  # candidate messages left out: too old to fit, or orphan tool results
     tokens: int  # estimated, system prompt included
+    # Estimated size of every candidate (kept or not, orphans aside): compaction's trigger,
+    # as ``unsummarised_tokens`` counts it, without a second pass over a long history.
+    history_tokens: int = 0
 
 
 def _units(messages: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
@@ -94,10 +98,18 @@ def build_context(
     # Media show as text: older images as their description or a marker, voice as a
     # marked transcript; the newest user message is the current turn, whose images ride
     # as parts (bot.media). Nothing is downloaded here.
-    current = max((i for i, m in enumerate(candidates) if m.role == "user"), default=-1)
-    candidates = [rendered(m, live=i == current) for i, m in enumerate(candidates)]
+    current = len(candidates) - 1
+    while current >= 0 and candidates[current].role != "user":
+        current -= 1
+    # Only a message with extras can carry media; most have none.
+    candidates = [
+        rendered(m, live=i == current) if m.extras else m for i, m in enumerate(candidates)
+    ]
     units = _units(candidates)
-    cost = [sum(message_tokens(m) for m in unit) for unit in units]
+    cost = [
+        message_tokens(unit[0]) if len(unit) == 1 else sum(message_tokens(m) for m in unit)
+        for unit in units
+    ]
 
     user_starts = [i for i, unit in enumerate(units) if unit[0].role == "user"]
     start = user_starts[-1] if user_starts else len(units)  # the current turn is kept
@@ -110,4 +122,4 @@ def build_context(
 
     kept = tuple(m for unit in units[start:] for m in unit)
     tokens = system_tokens + sum(cost[start:])
-    return ContextWindow(system, kept, len(candidates) - len(kept), tokens)
+    return ContextWindow(system, kept, len(candidates) - len(kept), tokens, sum(cost))
