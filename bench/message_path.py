@@ -4,7 +4,8 @@ The real bridge runs as a child process (``BridgeProcess``); FakeTelegram, FakeL
 generator share this process's event loop. Three parts, one bridge with 3 bots:
 
 (a) overhead: --sequential messages in one chat, one at a time; time from ``inject_message``
-    to the fake Bot API recording the matching sendMessage (p50/p99 ms).
+    to the fake Bot API recording the matching sendMessage (p50/p99 ms); CPU per message over
+    all of them and over the last 50 (with --sequential 300, a history of 500 to 600 messages).
 (b) throughput: --messages messages over 3 bots x 50 chats, at most --window outstanding;
     replies per second and inject → reply latency (p50/p99 ms). Every message must be answered
     exactly once: replies are counted per message and per chat (lost / duplicated / out of order).
@@ -133,7 +134,11 @@ async def sequential(telegram: FakeTelegram, bridge: Any, count: int, phase: Pha
         await wait_sent(telegram, bridge, token, chat_id - 1, i + 1)
     cpu_before = cpu_seconds(bridge.pid)
     times = []
+    last_from = count - min(50, count)  # the CPU of the last 50: the longest history
+    cpu_last = cpu_before
     for i in range(count):
+        if i == last_from:
+            cpu_last = cpu_seconds(bridge.pid)
         text = f"seq-{i}-end"
         started = time.perf_counter()
         telegram.inject_message(token, chat_id=chat_id, text=text)
@@ -143,7 +148,9 @@ async def sequential(telegram: FakeTelegram, bridge: Any, count: int, phase: Pha
             raise BenchError(
                 f"reply {i} in chat {chat_id} answers something else: {sent[-1].text!r}"
             )
-    phase.seq_cpu = cpu_seconds(bridge.pid) - cpu_before
+    cpu_after = cpu_seconds(bridge.pid)
+    phase.seq_cpu = cpu_after - cpu_before
+    phase.seq_cpu_last = cpu_after - cpu_last
     return times
 
 
@@ -279,6 +286,7 @@ class Phase:
 
     seq: list[float] = field(default_factory=list)
     seq_cpu: float = 0.0  # the child's CPU seconds over (a), warm-up excluded
+    seq_cpu_last: float = 0.0  # … over its last 50 messages (the longest history)
     rounds: list[Sustained] = field(default_factory=list)
     rss_ready: float = 0.0
     rss_before: float = 0.0
@@ -286,6 +294,9 @@ class Phase:
 
     def seq_ms(self) -> float:
         return 1000 * self.seq_cpu / len(self.seq)
+
+    def seq_last_ms(self) -> float:
+        return 1000 * self.seq_cpu_last / min(50, len(self.seq))
 
     def burst_ms(self) -> float:
         return 1000 * statistics.median(r.bridge_cpu / len(r.latencies) for r in self.rounds)
@@ -360,8 +371,10 @@ async def main_async(args: argparse.Namespace) -> None:
         "# getUpdates, one model POST, sendMessage over httpx; nothing else), same run, same fakes"
     )
     print(f"{'part':>14}{'floor ms':>10}{'bridge ms':>11}{'ratio':>8}")
+    last = min(50, len(phase.seq))
     for part, low, high in (
         ("(a) sequential", floor.seq_ms(), phase.seq_ms()),
+        (f"(a) last {last}", floor.seq_last_ms(), phase.seq_last_ms()),
         ("(b) burst", floor.burst_ms(), phase.burst_ms()),
     ):
         print(f"{part:>14}{low:>10.2f}{high:>11.2f}{high / low:>8.2f}")
