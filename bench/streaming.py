@@ -122,7 +122,7 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> tuple[
                 key = f"one-{n}"
                 texts[key] = reply_text(args.tokens, key)
                 since, cpu, start = len(telegram.calls), cpu_seconds(bridge.pid), time.monotonic()
-                telegram.inject_message(BOT.token, chat_id=2, text=key)
+                telegram.inject_message(BOT.token, chat_id=2 + n, text=key)
                 done += 1
                 await until_done(bridge, database, done, 60 + args.seconds)
                 calls = message_calls(telegram, since)

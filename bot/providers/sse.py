@@ -5,8 +5,9 @@ segment, and taking them as they come costs an event-loop wake-up plus httpcore'
 work (a cancel scope, the socket read) for every token: 250 to 450 ms of CPU for a
 1,000-token reply against 20 ms unstreamed. So after a chunk the stream had to wait for, it
 pauses ``GATHER_S`` while the next tokens pile up in the socket buffer, and one read then
-takes them all: a handful of reads a second, whatever the model's pace. Nobody sees the
-pause: previews update at most once a second. Chunks one read already brought are passed
+takes them all: four reads a second at most, whatever the model's pace. Nobody sees the
+pause: previews update at most every stream_interval_s (1 s, 0.3 s at least). Chunks one read
+already brought are passed
 on at once, the first chunk is never delayed, and no pause follows the stream's terminator.
 
 Lines end at CRLF, LF or CR (the SSE spec), never at the other characters
@@ -21,8 +22,11 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-# Pause after a chunk the stream waited for: about 10 network reads a second at most.
-GATHER_S = 0.1
+# Pause after a chunk the stream waited for: about 4 network reads a second at most. Each
+# read costs a round of the event loop and httpcore's per-read work; at 0.1 s a paced
+# 1,000-token reply cost 115 ms of CPU, at 0.25 s 77 ms (bench/streaming.py). Previews
+# update at most every 0.3 s (stream_interval_s), so none shows the difference.
+GATHER_S = 0.25
 # A chunk that took longer than this came from the network, not from what one read left.
 WAITED_S = 0.001
 
