@@ -6,9 +6,9 @@ work (a cancel scope, the socket read) for every token: 250 to 450 ms of CPU for
 1,000-token reply against 20 ms unstreamed. So after a chunk the stream had to wait for, it
 pauses ``GATHER_S`` while the next tokens pile up in the socket buffer, and one read then
 takes them all: four reads a second at most, whatever the model's pace. Nobody sees the
-pause: previews update at most every stream_interval_s (1 s, 0.3 s at least). Chunks one read
-already brought are passed
-on at once, the first chunk is never delayed, and no pause follows the stream's terminator.
+pause: previews update at most every stream_interval_s (1 s, 0.3 s at least). Chunks one
+read already brought are passed on at once, the first chunk is never delayed, and no pause
+follows the stream's terminator.
 
 Lines end at CRLF, LF or CR (the SSE spec), never at the other characters
 ``str.splitlines`` knows: U+2028 may sit raw inside a JSON string.
