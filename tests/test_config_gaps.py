@@ -101,7 +101,18 @@ def _huge_file(tmp_path: Path) -> str:
     return " " * (11 * 1024 * 1024) + json.dumps(valid())
 
 
+def _pace(value: object) -> Callable[[Path], dict[str, Any]]:
+    def make(tmp_path: Path) -> dict[str, Any]:
+        config = valid()
+        config["channels"]["telegram_bots"][0]["messages_per_second"] = value
+        return config
+
+    return make
+
+
 CASES: dict[str, tuple[Callable[[Path], dict[str, Any] | str], str]] = {
+    "no message calls a second": (_pace(0), "telegram_bots[0].messages_per_second"),
+    "more than paid broadcasts": (_pace(5000), "telegram_bots[0].messages_per_second"),
     "persona not UTF-8": (_persona_not_utf8, "agents.list[1].persona_file"),
     "database is ~nobody": (_database("~no-such-user-xyz/s.db"), "session.database"),
     "database with NUL": (_database("s\x00.db"), "session.database"),

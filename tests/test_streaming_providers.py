@@ -202,6 +202,15 @@ async def test_the_pacer_keeps_slots_for_finals_and_counts_calls_until_they_end(
     assert pacer.try_preview()  # a second after the calls ended, their slots are free
 
 
+def test_a_bots_pace_keeps_a_fifth_of_its_slots_for_finals_at_most_five() -> None:
+    """``messages_per_second`` (per bot): 1 leaves previews that one slot, 1000 (paid
+    broadcasts, or the benches' fakes) keeps the usual five for finals."""
+    for per_second, previews in ((1, 1), (10, 8), (25, 20), (1000, 995)):
+        pacer = BotPacer.at(per_second, clock=lambda: 0.0)
+        assert pacer.per_second == per_second
+        assert sum(pacer.try_preview() for _ in range(per_second + 5)) == previews
+
+
 async def test_a_stream_splits_lines_only_where_sse_does(
     fake_llm: FakeLLM, client: httpx.AsyncClient
 ) -> None:

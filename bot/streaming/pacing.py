@@ -58,10 +58,10 @@ class BotPacer:
         self._freed = asyncio.Event()
 
     @classmethod
-    def at(cls, per_second: int) -> BotPacer:
-        """A pacer for ``per_second`` calls, keeping a fifth of them (at most
+    def at(cls, per_second: int, clock: Callable[[], float] = time.monotonic) -> BotPacer:
+        """A pacer for a bot's ``messages_per_second``, keeping a fifth of the slots (at most
         ``FINAL_RESERVE``) for finals."""
-        return cls(per_second, min(FINAL_RESERVE, per_second // 5))
+        return cls(per_second, min(FINAL_RESERVE, per_second // 5), clock)
 
     def _busy(self, now: float) -> int:
         while self._finished and self._finished[0] <= now - WINDOW_S:
