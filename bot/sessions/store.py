@@ -700,6 +700,7 @@ class SqliteSessionStore(SqliteInbox, SqliteUsage, SqlitePairing, SqliteGroupTur
             total += deleted
             if deleted < _PRUNE_BATCH:
                 return total
+            await asyncio.sleep(0)  # the batches run on the loop: let the others run between
 
     async def truncate_journal(self) -> bool:
         async with self._use("truncate_journal") as conn:
