@@ -4,8 +4,10 @@ The real bridge runs as a child process; FakeLLM streams each reply as --tokens 
 pieces spread over --seconds, FakeTelegram records every call. Two parts, each run once with
 ``streaming: "off"`` and once with ``"edit"`` (a fresh bridge per mode):
 
-(a) one reply of --tokens tokens in one chat, --repeat times: bridge CPU ms per reply (median),
-    Bot API message calls per reply, wall seconds;
+(a) one reply of --tokens tokens in a new chat, --repeat times: bridge CPU ms per reply
+    (median), Bot API message calls per reply, wall seconds; beside it the floor
+    (bench/stream_floor.py, a child reading the same stream with httpx and decoding its
+    events, nothing else) and each CPU figure as a ratio to the unstreamed reply's;
 (b) --chats chats streaming such a reply at once on one bot: bridge CPU seconds in all, message
     calls, the busiest second of message calls at FakeTelegram (the pacer's limit applies), and
     seconds until the last reply was complete.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sqlite3
 import statistics
@@ -157,18 +160,41 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> tuple[
         return single, many
 
 
+async def floor_ms(args: argparse.Namespace) -> float:
+    """Median CPU ms of one reply for bench/stream_floor.py on a fresh fake LLM."""
+    async with FakeLLM() as llm:
+        texts = {f"floor-{n}": reply_text(args.tokens, f"f{n}") for n in range(args.repeat + 1)}
+        llm.set_default(None, lambda r: Streamed(texts[r.last_user_text], seconds=args.seconds))
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).with_name("stream_floor.py")),
+            llm.openai_base,
+            *texts,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await child.communicate()
+    if child.returncode != 0:
+        raise BenchError(f"stream_floor.py exited with {child.returncode}")
+    return float(statistics.median(json.loads(out)[1:]))  # the first warms up
+
+
 async def main(args: argparse.Namespace) -> None:
     stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
         results = {mode: await run_mode(mode, args, Path(tmp)) for mode in ("off", "edit")}
+    floor = await floor_ms(args)
     pace = f"over {args.seconds:g} s" if args.seconds else "as fast as possible"
     print(f"# {args.tokens} tokens {pace} per reply; bridge CPU from /proc")
-    print("(a) one reply       mode   CPU ms  message calls  wall s")
+    whole = results["off"][0].cpu_s * 1000
+    print("(a) one reply       mode   CPU ms  ÷ off  message calls  wall s")
     for mode, (single, _) in results.items():
         print(
-            f"                    {mode:>4}  {single.cpu_s * 1000:7.0f}  {single.calls:13d}"
-            f"  {single.wall_s:6.2f}"
+            f"                    {mode:>4}  {single.cpu_s * 1000:7.0f}"
+            f"  {single.cpu_s * 1000 / whole:5.1f}  {single.calls:13d}  {single.wall_s:6.2f}"
         )
+    print(
+        f"                   floor  {floor:7.0f}  {floor / whole:5.1f}  (httpx + SSE decode only)"
+    )
     print(f"(b) {args.chats} at once      mode  CPU s  message calls  busiest 1 s  wall s")
     for mode, (_, many) in results.items():
         print(
