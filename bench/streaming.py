@@ -5,7 +5,8 @@ pieces spread over --seconds, FakeTelegram records every call. Two parts, each r
 ``streaming: "off"`` and once with ``"edit"`` (a fresh bridge per mode):
 
 (a) one reply of --tokens tokens in a new chat, --repeat times: bridge CPU ms per reply
-    (median), Bot API message calls per reply, wall seconds; beside it the floor
+    (their mean: /proc counts in 10 ms ticks), Bot API message calls per reply (median),
+    wall seconds (median); beside it the floor
     (bench/stream_floor.py, a child reading the same stream with httpx and decoding its
     events, nothing else) and each CPU figure as a ratio to the unstreamed reply's;
 (b) --chats chats streaming such a reply at once on one bot: bridge CPU seconds in all, message
@@ -14,7 +15,7 @@ pieces spread over --seconds, FakeTelegram records every call. Two parts, each r
 Bridge CPU is utime + stime from /proc/PID/stat around the measured part. ``--seconds 0``
 streams as fast as the fake can write (every token still its own SSE event and HTTP chunk):
 what the stream costs without the model's pace.
-Run: python bench/streaming.py [--quick] [--tokens 1000] [--seconds 5] [--chats 50] [--repeat 3]
+Run: python bench/streaming.py [--quick] [--tokens 1000] [--seconds 5] [--chats 50] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> tuple[
             await until_done(bridge, database, done, 60)
 
             one: list[Result] = []
+            cpu_before = cpu_seconds(bridge.pid)
             for n in range(args.repeat):
                 key = f"one-{n}"
                 texts[key] = reply_text(args.tokens, key)
@@ -137,8 +139,9 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> tuple[
                         time.monotonic() - start,
                     )
                 )
+            # CPU over all the replies, divided: /proc counts in 10 ms ticks, a reply's size.
             single = Result(
-                statistics.median(r.cpu_s for r in one),
+                (cpu_seconds(bridge.pid) - cpu_before) / args.repeat,
                 round(statistics.median(r.calls for r in one)),
                 max(r.busiest_second for r in one),
                 statistics.median(r.wall_s for r in one),
@@ -175,7 +178,7 @@ async def floor_ms(args: argparse.Namespace) -> float:
         out, _ = await child.communicate()
     if child.returncode != 0:
         raise BenchError(f"stream_floor.py exited with {child.returncode}")
-    return float(statistics.median(json.loads(out)[1:]))  # the first warms up
+    return float(statistics.mean(json.loads(out)[1:]))  # the first warms up
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -208,7 +211,7 @@ if __name__ == "__main__":
     parser.add_argument("--tokens", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--chats", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="200 tokens, 2 s, 10 chats, once")
     arguments = parser.parse_args()
     if arguments.quick:
