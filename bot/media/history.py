@@ -61,7 +61,7 @@ def rendered(message: ChatMessage, *, live: bool = False) -> ChatMessage:
     """``message`` with its media written into its text: what was derived from them
     (transcript, document text, description) or a marker, then what the person typed;
     ``live``: it is the current turn's message."""
-    if message.role != "user" or not message.extras:
+    if message.role != "user" or not message.extras:  # most of a long history
         return message
     refs = media_refs(message.extras)
     if not refs:

@@ -40,8 +40,7 @@ def estimate_tokens(text: str) -> int:
 
 def message_tokens(message: ChatMessage) -> int:
     """Content + tool-call names and arguments + the per-message overhead (role, framing)."""
-    # estimate_tokens inlined (ceil of len / 4): this runs for every message of every turn.
-    total = MESSAGE_OVERHEAD_TOKENS + -(-len(message.content or "") // CHARS_PER_TOKEN)
+    total = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(message.content or "")
     for call in message.tool_calls:
         arguments = json.dumps(call.arguments, ensure_ascii=False)
         total += estimate_tokens(call.name) + estimate_tokens(arguments)
@@ -101,15 +100,9 @@ def build_context(
     current = len(candidates) - 1
     while current >= 0 and candidates[current].role != "user":
         current -= 1
-    # Only a message with extras can carry media; most have none.
-    candidates = [
-        rendered(m, live=i == current) if m.extras else m for i, m in enumerate(candidates)
-    ]
+    candidates = [rendered(m, live=i == current) for i, m in enumerate(candidates)]
     units = _units(candidates)
-    cost = [
-        message_tokens(unit[0]) if len(unit) == 1 else sum(message_tokens(m) for m in unit)
-        for unit in units
-    ]
+    cost = [sum(map(message_tokens, unit)) for unit in units]
 
     user_starts = [i for i, unit in enumerate(units) if unit[0].role == "user"]
     start = user_starts[-1] if user_starts else len(units)  # the current turn is kept

@@ -310,7 +310,7 @@ def _begin(db: sqlite3.Connection) -> None:
 
 
 def _in_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
-    db.execute("BEGIN IMMEDIATE")
+    _begin(db)
     try:
         result = work(db, *args)
     except BaseException:
@@ -379,8 +379,8 @@ def _begin_turn(
 
 
 def _set_extras(db: sqlite3.Connection, message_id: int, extras: str) -> int | None:
-    db.execute("UPDATE messages SET extras = ? WHERE id = ?", (extras, message_id))
-    rows = db.execute("SELECT session_id FROM messages WHERE id = ?", (message_id,)).fetchall()
+    sql = "UPDATE messages SET extras = ? WHERE id = ? RETURNING session_id"
+    rows = db.execute(sql, (extras, message_id)).fetchall()
     return int(rows[0][0]) if rows else None
 
 

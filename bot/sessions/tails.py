@@ -66,9 +66,7 @@ class SessionTails:
 
         None when the remembered part cannot be trusted (the summary moved back, or the
         remembered tail changed since the read began): read again from 0."""
-        tail = self._tails.pop(session_id, None)
-        if tail is not None:
-            self._held -= len(tail.messages)
+        tail = self._pop(session_id)
         if read_after == 0:
             tail = _Tail(summary, list(rows))
         elif tail is None or tail.last_id < read_after:
@@ -92,9 +90,13 @@ class SessionTails:
         return list(tail.messages)
 
     def forget(self, session_id: int) -> None:
+        self._pop(session_id)
+
+    def _pop(self, session_id: int) -> _Tail | None:
         tail = self._tails.pop(session_id, None)
         if tail is not None:
             self._held -= len(tail.messages)
+        return tail
 
     def clear(self) -> None:
         self._tails.clear()
