@@ -55,6 +55,26 @@ MSG_RE = re.compile(r"msg-(\d+)-end")
 STALL_S = 30.0  # no reply at all for this long: give up and say what is missing
 
 
+def bench_config(telegram: FakeTelegram, llm: FakeLLM, rate: int) -> dict[str, Any]:
+    """The 3-bot bridge config on these fakes, each bot paced at ``rate`` message calls/s."""
+    return bridge_config(
+        telegram_base=telegram.base_url,
+        llm_base=llm.openai_base,
+        bots=BOTS,
+        bot_extra={"messages_per_second": rate},
+    )
+
+
+def add_rate_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=1000,
+        help="each bot's messages_per_second (1000: the fake has no limit; 25 paces as the"
+        " product default does for real Telegram)",
+    )
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
@@ -316,12 +336,7 @@ async def run_phase(args: argparse.Namespace, tmp: Path, floor: bool) -> Phase:
         if floor:
             child = FloorProcess(tmp, telegram.base_url, llm.openai_base)
         else:
-            config = bridge_config(
-                telegram_base=telegram.base_url,
-                llm_base=llm.openai_base,
-                bots=BOTS,
-                bot_extra={"messages_per_second": args.rate},
-            )
+            config = bench_config(telegram, llm, args.rate)
             child = BridgeProcess.write(tmp, config, args=("--log-level", "WARNING"))
         await child.start()
         for plan in BOTS:
@@ -447,13 +462,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=None, help="(b) messages (10000)")
     parser.add_argument("--window", type=int, default=300, help="(b) most outstanding")
     parser.add_argument("--rounds", type=int, default=1, help="repeat (b) in the same bridge")
-    parser.add_argument(
-        "--rate",
-        type=int,
-        default=1000,
-        help="each bot's messages_per_second (1000: the fake has no limit; 25 paces as the"
-        " product default does for real Telegram)",
-    )
+    add_rate_argument(parser)
     parser.add_argument("--budget", type=float, default=600.0, help="(b) time limit, seconds")
     args = parser.parse_args()
     if args.sequential is None:

@@ -27,9 +27,9 @@ from collections import Counter
 from pathlib import Path
 
 from harness import BenchError, stop_on_sigterm, unless_exited
-from message_path import BOTS, Phase, sequential, throughput
+from message_path import BOTS, Phase, add_rate_argument, bench_config, sequential, throughput
 
-from bot.testing import BridgeProcess, Echo, FakeLLM, FakeTelegram, bridge_config
+from bot.testing import BridgeProcess, Echo, FakeLLM, FakeTelegram
 
 
 class ProfiledBridge(BridgeProcess):
@@ -132,12 +132,7 @@ async def main_async(args: argparse.Namespace) -> None:
             llm.set_default(None, Echo())
             for plan in BOTS:
                 telegram.add_bot(plan.token, f"{plan.bot_id}_bot")
-            config = bridge_config(
-                telegram_base=telegram.base_url,
-                llm_base=llm.openai_base,
-                bots=BOTS,
-                bot_extra={"messages_per_second": args.rate},
-            )
+            config = bench_config(telegram, llm, args.rate)
             path = Path(tmp) / "config.json"
             path.write_text(json.dumps(config))
             log_args = ("--log-level", "WARNING")
@@ -216,13 +211,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25, help="frames to print")
     parser.add_argument("--cprofile", action="store_true", help="cProfile even with py-spy")
     parser.add_argument("--out", help="keep the raw profile here (py-spy text or .prof)")
-    parser.add_argument(
-        "--rate",
-        type=int,
-        default=1000,
-        help="each bot's messages_per_second (1000: the fake has no limit; 25 paces as the"
-        " product default does for real Telegram)",
-    )
+    add_rate_argument(parser)
     parser.add_argument("--budget", type=float, default=600.0, help="time limit, seconds")
     args = parser.parse_args()
     try:
